@@ -1,0 +1,674 @@
+//! Publisher and subscriber peers on the async `webrtc` crate.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::interceptor::{Attribute, Interceptor, Packet as ChainPacket, Slot, StreamInfo};
+use rtc::interceptor::TaggedPacket;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::header::Header;
+use rtc::rtp::packet::Packet;
+use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
+use rtc::rtp_transceiver::RTCRtpTransceiverInit;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    register_default_interceptors,
+};
+
+use crate::ClientError;
+use crate::media::{
+    AUDIO_TICKS_PER_PACKET, OPUS_PAYLOAD_TYPE, VIDEO_TICKS_PER_FRAME, VP8_PAYLOAD_TYPE,
+    opus_packet, vp8_frame,
+};
+
+/// Audio or video, as the test peers see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Audio,
+    Video,
+}
+
+fn vp8_codec() -> RTCRtpCodec {
+    let feedback = [("nack", ""), ("nack", "pli"), ("ccm", "fir")]
+        .into_iter()
+        .map(|(typ, parameter)| RTCPFeedback {
+            typ: typ.to_owned(),
+            parameter: parameter.to_owned(),
+        })
+        .collect();
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: feedback,
+    }
+}
+
+fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: Vec::new(),
+    }
+}
+
+/// Marks inbound PLI and FIR for the application, so a publisher sees keyframe requests.
+#[derive(Default)]
+struct KeyframeRequestMarker {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let ChainPacket::Rtcp(list) = &msg.message.packet
+            && list.iter().any(|packet| is_keyframe_request(packet.as_ref()))
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestMarker {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+/// Connection and gathering state shared with the event handler.
+struct PeerState {
+    connection: watch::Sender<RTCPeerConnectionState>,
+    gathering: watch::Sender<RTCIceGatheringState>,
+}
+
+struct Handler {
+    state: Arc<PeerState>,
+    received: Option<Arc<Receiving>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        self.state.gathering.send_replace(state);
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        self.state.connection.send_replace(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let Some(receiving) = self.received.clone() else {
+            return;
+        };
+        let kind = match track.kind().await {
+            RtpCodecKind::Audio => Kind::Audio,
+            _ => Kind::Video,
+        };
+        if kind == Kind::Video
+            && let Ok(mut video) = receiving.video_track.lock()
+        {
+            *video = Some(Arc::clone(&track));
+        }
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                match event {
+                    TrackRemoteEvent::OnRtpPacket(packet) => receiving.record(kind, packet),
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+/// What a subscriber received, in arrival order.
+#[derive(Clone, Debug)]
+pub struct ReceivedPacket {
+    pub kind: Kind,
+    pub ssrc: u32,
+    pub payload_type: u8,
+    pub sequence_number: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload: Bytes,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct Receiving {
+    packets: Mutex<Vec<ReceivedPacket>>,
+    video_track: Mutex<Option<Arc<dyn TrackRemote>>>,
+}
+
+impl Receiving {
+    fn record(&self, kind: Kind, packet: Packet) {
+        let received = ReceivedPacket {
+            kind,
+            ssrc: packet.header.ssrc,
+            payload_type: packet.header.payload_type,
+            sequence_number: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            marker: packet.header.marker,
+            payload: packet.payload,
+            at: Instant::now(),
+        };
+        if let Ok(mut packets) = self.packets.lock() {
+            packets.push(received);
+        }
+    }
+}
+
+async fn build_peer(
+    state: Arc<PeerState>,
+    received: Option<Arc<Receiving>>,
+) -> Result<Arc<dyn PeerConnection>, ClientError> {
+    let mut engine = MediaEngine::default();
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: vp8_codec(),
+                payload_type: VP8_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(ClientError::webrtc("registering VP8"))?;
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: opus_codec(),
+                payload_type: OPUS_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Audio,
+        )
+        .map_err(ClientError::webrtc("registering Opus"))?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)
+        .map_err(ClientError::webrtc("configuring interceptors"))?
+        .with(Slot::from(14_000), KeyframeRequestMarker::default());
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler { state, received }))
+        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .build()
+        .await
+        .map_err(ClientError::webrtc("building the peer connection"))?;
+    Ok(Arc::new(pc))
+}
+
+fn new_state() -> Arc<PeerState> {
+    Arc::new(PeerState {
+        connection: watch::channel(RTCPeerConnectionState::New).0,
+        gathering: watch::channel(RTCIceGatheringState::New).0,
+    })
+}
+
+/// The parts publisher and subscriber share: a peer connection and its observed state.
+struct Connection {
+    pc: Arc<dyn PeerConnection>,
+    state: Arc<PeerState>,
+}
+
+impl Connection {
+    /// Creates an offer with every host candidate in it (no trickle).
+    async fn offer(&self, timeout: Duration) -> Result<String, ClientError> {
+        let offer = self
+            .pc
+            .create_offer(None)
+            .await
+            .map_err(ClientError::webrtc("creating the offer"))?;
+        let mut gathering = self.state.gathering.subscribe();
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(ClientError::webrtc("applying the offer"))?;
+        tokio::time::timeout(
+            timeout,
+            gathering.wait_for(|state| *state == RTCIceGatheringState::Complete),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout("ICE gathering"))?
+        .map_err(|_| ClientError::Closed)?;
+        self.pc
+            .local_description()
+            .await
+            .map(|description| description.sdp)
+            .ok_or(ClientError::Closed)
+    }
+
+    async fn apply_answer(&self, sdp: String) -> Result<(), ClientError> {
+        let answer =
+            RTCSessionDescription::answer(sdp).map_err(ClientError::webrtc("parsing the answer"))?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(ClientError::webrtc("applying the answer"))
+    }
+
+    async fn wait_for_state(
+        &self,
+        wanted: RTCPeerConnectionState,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let mut connection = self.state.connection.subscribe();
+        tokio::time::timeout(timeout, connection.wait_for(|state| *state == wanted))
+            .await
+            .map_err(|_| ClientError::Timeout("connection state"))?
+            .map_err(|_| ClientError::Closed)?;
+        Ok(())
+    }
+
+    fn connection_state(&self) -> RTCPeerConnectionState {
+        *self.state.connection.borrow()
+    }
+}
+
+/// How a publisher sends its synthetic media.
+#[derive(Clone, Debug)]
+pub struct SendPlan {
+    pub video_packet_size: usize,
+    pub packets_per_keyframe: u8,
+    pub packets_per_delta_frame: u8,
+    /// A keyframe every this many frames besides the first and the requested ones; 0 for none.
+    pub keyframe_interval: u32,
+    pub audio_packet_size: usize,
+    pub send_audio: bool,
+    pub send_video: bool,
+}
+
+impl Default for SendPlan {
+    fn default() -> Self {
+        SendPlan {
+            video_packet_size: 1000,
+            packets_per_keyframe: 3,
+            packets_per_delta_frame: 1,
+            keyframe_interval: 0,
+            audio_packet_size: 80,
+            send_audio: true,
+            send_video: true,
+        }
+    }
+}
+
+/// A packet a publisher sent.
+#[derive(Clone, Debug)]
+pub struct SentPacket {
+    pub kind: Kind,
+    pub sequence_number: u16,
+    pub starts_keyframe: bool,
+    pub payload: Bytes,
+    pub at: Instant,
+}
+
+/// A peer that publishes one Opus and one VP8 track.
+pub struct Publisher {
+    connection: Connection,
+    audio: Arc<TrackLocalStaticRTP>,
+    video: Arc<TrackLocalStaticRTP>,
+    pub audio_ssrc: u32,
+    pub video_ssrc: u32,
+    keyframe_requests: Arc<AtomicU64>,
+    keyframe_wanted: Arc<AtomicBool>,
+    sent: Arc<Mutex<Vec<SentPacket>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Publisher {
+    pub async fn new() -> Result<Publisher, ClientError> {
+        let state = new_state();
+        let pc = build_peer(Arc::clone(&state), None).await?;
+        let audio_ssrc = rand::random::<u32>();
+        let video_ssrc = rand::random::<u32>() | 1;
+        let stream = format!("publisher-{audio_ssrc:08x}");
+        let track = |kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec, name: &str| {
+            Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                stream.clone(),
+                format!("{stream}-{name}"),
+                name.to_owned(),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec,
+                    ..Default::default()
+                }],
+            )))
+        };
+        let audio = track(RtpCodecKind::Audio, audio_ssrc, opus_codec(), "audio");
+        let video = track(RtpCodecKind::Video, video_ssrc, vp8_codec(), "video");
+        pc.add_track(Arc::clone(&audio) as Arc<dyn TrackLocal>)
+            .await
+            .map_err(ClientError::webrtc("adding the audio track"))?;
+        pc.add_track(Arc::clone(&video) as Arc<dyn TrackLocal>)
+            .await
+            .map_err(ClientError::webrtc("adding the video track"))?;
+
+        let publisher = Publisher {
+            connection: Connection { pc, state },
+            audio,
+            video,
+            audio_ssrc,
+            video_ssrc,
+            keyframe_requests: Arc::new(AtomicU64::new(0)),
+            keyframe_wanted: Arc::new(AtomicBool::new(false)),
+            sent: Arc::new(Mutex::new(Vec::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+            tasks: Mutex::new(Vec::new()),
+        };
+        publisher.watch_keyframe_requests();
+        Ok(publisher)
+    }
+
+    fn watch_keyframe_requests(&self) {
+        let video = Arc::clone(&self.video);
+        let requests = Arc::clone(&self.keyframe_requests);
+        let wanted = Arc::clone(&self.keyframe_wanted);
+        let task = tokio::spawn(async move {
+            while let Some(event) = video.poll().await {
+                let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+                    continue;
+                };
+                if packets.iter().any(|packet| is_keyframe_request(packet.as_ref())) {
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    wanted.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+        self.push_task(task);
+    }
+
+    fn push_task(&self, task: JoinHandle<()>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
+    }
+
+    pub async fn offer(&self) -> Result<String, ClientError> {
+        self.connection.offer(Duration::from_secs(5)).await
+    }
+
+    pub async fn apply_answer(&self, sdp: String) -> Result<(), ClientError> {
+        self.connection.apply_answer(sdp).await
+    }
+
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
+        self.connection
+            .wait_for_state(RTCPeerConnectionState::Connected, timeout)
+            .await
+    }
+
+    pub fn connection_state(&self) -> RTCPeerConnectionState {
+        self.connection.connection_state()
+    }
+
+    /// Keyframe requests (PLI or FIR) that reached this publisher.
+    pub fn keyframe_requests(&self) -> u64 {
+        self.keyframe_requests.load(Ordering::SeqCst)
+    }
+
+    /// Everything sent so far, in send order.
+    pub fn sent(&self) -> Vec<SentPacket> {
+        self.sent.lock().map(|sent| sent.clone()).unwrap_or_default()
+    }
+
+    /// Starts sending video at 30 frames per second and audio at 50 packets per second until
+    /// [`Publisher::stop_media`] or [`Publisher::close`]. The first frame is a keyframe, and so
+    /// is the next frame after every keyframe request.
+    pub fn start_media(&self, plan: SendPlan) {
+        if plan.send_video {
+            let video = Arc::clone(&self.video);
+            let sent = Arc::clone(&self.sent);
+            let stop = Arc::clone(&self.stop);
+            let wanted = Arc::clone(&self.keyframe_wanted);
+            let ssrc = self.video_ssrc;
+            let plan = plan.clone();
+            self.push_task(tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(Duration::from_millis(33));
+                let mut sequence_number: u16 = rand::random();
+                let mut timestamp: u32 = rand::random();
+                let mut frame = 0u32;
+                while !stop.load(Ordering::SeqCst) {
+                    ticker.tick().await;
+                    let keyframe = frame == 0
+                        || wanted.swap(false, Ordering::SeqCst)
+                        || (plan.keyframe_interval > 0 && frame % plan.keyframe_interval == 0);
+                    let packets = if keyframe {
+                        plan.packets_per_keyframe
+                    } else {
+                        plan.packets_per_delta_frame
+                    };
+                    for packet in vp8_frame(frame, keyframe, packets, plan.video_packet_size) {
+                        let rtp = Packet {
+                            header: Header {
+                                version: 2,
+                                marker: packet.last,
+                                payload_type: VP8_PAYLOAD_TYPE,
+                                sequence_number,
+                                timestamp,
+                                ssrc,
+                                ..Default::default()
+                            },
+                            payload: packet.payload.clone(),
+                        };
+                        if video.write_rtp(rtp).await.is_err() {
+                            return;
+                        }
+                        if let Ok(mut sent) = sent.lock() {
+                            sent.push(SentPacket {
+                                kind: Kind::Video,
+                                sequence_number,
+                                starts_keyframe: keyframe && packet.index == 0,
+                                payload: packet.payload,
+                                at: Instant::now(),
+                            });
+                        }
+                        sequence_number = sequence_number.wrapping_add(1);
+                    }
+                    frame += 1;
+                    timestamp = timestamp.wrapping_add(VIDEO_TICKS_PER_FRAME);
+                }
+            }));
+        }
+        if plan.send_audio {
+            let audio = Arc::clone(&self.audio);
+            let sent = Arc::clone(&self.sent);
+            let stop = Arc::clone(&self.stop);
+            let ssrc = self.audio_ssrc;
+            let size = plan.audio_packet_size;
+            self.push_task(tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(Duration::from_millis(20));
+                let mut sequence_number: u16 = rand::random();
+                let mut timestamp: u32 = rand::random();
+                let mut number = 0u32;
+                while !stop.load(Ordering::SeqCst) {
+                    ticker.tick().await;
+                    let payload = opus_packet(number, size);
+                    let rtp = Packet {
+                        header: Header {
+                            version: 2,
+                            marker: number == 0,
+                            payload_type: OPUS_PAYLOAD_TYPE,
+                            sequence_number,
+                            timestamp,
+                            ssrc,
+                            ..Default::default()
+                        },
+                        payload: payload.clone(),
+                    };
+                    if audio.write_rtp(rtp).await.is_err() {
+                        return;
+                    }
+                    if let Ok(mut sent) = sent.lock() {
+                        sent.push(SentPacket {
+                            kind: Kind::Audio,
+                            sequence_number,
+                            starts_keyframe: false,
+                            payload,
+                            at: Instant::now(),
+                        });
+                    }
+                    sequence_number = sequence_number.wrapping_add(1);
+                    timestamp = timestamp.wrapping_add(AUDIO_TICKS_PER_PACKET);
+                    number += 1;
+                }
+            }));
+        }
+    }
+
+    pub fn stop_media(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    pub async fn close(&self) {
+        self.stop_media();
+        let _ = self.connection.pc.close().await;
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for task in tasks.drain(..) {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// A peer that receives one audio and one video track.
+pub struct Subscriber {
+    connection: Connection,
+    receiving: Arc<Receiving>,
+}
+
+impl Subscriber {
+    pub async fn new() -> Result<Subscriber, ClientError> {
+        let state = new_state();
+        let receiving = Arc::new(Receiving::default());
+        let pc = build_peer(Arc::clone(&state), Some(Arc::clone(&receiving))).await?;
+        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+            pc.add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    streams: Vec::new(),
+                    send_encodings: Vec::new(),
+                }),
+            )
+            .await
+            .map_err(ClientError::webrtc("adding a receiving transceiver"))?;
+        }
+        Ok(Subscriber {
+            connection: Connection { pc, state },
+            receiving,
+        })
+    }
+
+    pub async fn offer(&self) -> Result<String, ClientError> {
+        self.connection.offer(Duration::from_secs(5)).await
+    }
+
+    pub async fn apply_answer(&self, sdp: String) -> Result<(), ClientError> {
+        self.connection.apply_answer(sdp).await
+    }
+
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
+        self.connection
+            .wait_for_state(RTCPeerConnectionState::Connected, timeout)
+            .await
+    }
+
+    pub fn connection_state(&self) -> RTCPeerConnectionState {
+        self.connection.connection_state()
+    }
+
+    /// Everything received so far, in arrival order.
+    pub fn received(&self) -> Vec<ReceivedPacket> {
+        self.receiving
+            .packets
+            .lock()
+            .map(|packets| packets.clone())
+            .unwrap_or_default()
+    }
+
+    /// Number of packets of `kind` received so far.
+    pub fn count(&self, kind: Kind) -> usize {
+        self.receiving
+            .packets
+            .lock()
+            .map(|packets| packets.iter().filter(|packet| packet.kind == kind).count())
+            .unwrap_or_default()
+    }
+
+    /// Sends a PLI for the received video track.
+    pub async fn request_keyframe(&self) -> Result<(), ClientError> {
+        let track = self
+            .receiving
+            .video_track
+            .lock()
+            .ok()
+            .and_then(|track| track.clone())
+            .ok_or(ClientError::Timeout("a video track to arrive"))?;
+        let media_ssrc = track
+            .ssrcs()
+            .await
+            .first()
+            .copied()
+            .ok_or(ClientError::Timeout("the video SSRC"))?;
+        track
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            })])
+            .await
+            .map_err(ClientError::webrtc("sending PLI"))
+    }
+
+    pub async fn close(&self) {
+        let _ = self.connection.pc.close().await;
+    }
+}

@@ -1,0 +1,194 @@
+//! One leg: a peer connection of the `rtc` core plus what the worker needs to route its media.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::rand::generate_pwd;
+use rtc::interceptor::{Registry, Slot};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
+use router::{MediaKind, SubscriptionId, TrackId};
+
+use crate::demux::LegKey;
+use crate::keyframe_feedback::{self, KeyframeFeedback};
+use crate::{LegId, MediaError};
+
+/// Settings every new peer connection is built with.
+#[derive(Clone, Debug)]
+pub(crate) struct LegSettings {
+    pub(crate) announced_address: SocketAddr,
+    pub(crate) ice_disconnected_timeout: Duration,
+    pub(crate) ice_failed_timeout: Duration,
+}
+
+/// A track a publisher leg receives, known from the offer before its first packet arrives.
+pub(crate) struct PublishedTrack {
+    pub(crate) track: TrackId,
+    pub(crate) kind: MediaKind,
+    pub(crate) receiver: RTCRtpReceiverId,
+    /// `a=msid` track id string the `rtc` core tags this receiver's packets with.
+    pub(crate) stream_track_id: Option<String>,
+    /// SSRC of the publisher's stream, learnt from the first packet; keyframe requests name it.
+    pub(crate) media_ssrc: Option<u32>,
+    pub(crate) codecs: Vec<RTCRtpCodecParameters>,
+    /// Negotiated header extensions: (URI, id).
+    pub(crate) extensions: Vec<(String, u8)>,
+    /// FIR is used only when the publisher did not negotiate PLI.
+    pub(crate) prefers_fir: bool,
+    pub(crate) fir_sequence_number: u8,
+    pub(crate) started: bool,
+}
+
+pub(crate) struct Publisher {
+    pub(crate) tracks: Vec<PublishedTrack>,
+    /// Subscriber legs receiving this publisher's tracks.
+    pub(crate) subscribers: Vec<LegKey>,
+}
+
+/// One publisher track as sent on a subscriber leg.
+pub(crate) struct SubscribedTrack {
+    pub(crate) subscription: SubscriptionId,
+    pub(crate) track: TrackId,
+    pub(crate) sender: RTCRtpSenderId,
+    pub(crate) ssrc: u32,
+    /// Track id string of the local track; inbound RTCP about it is tagged with it.
+    pub(crate) local_track_id: String,
+    pub(crate) subscribed: bool,
+}
+
+pub(crate) struct Subscriber {
+    pub(crate) publisher: LegKey,
+    pub(crate) tracks: Vec<SubscribedTrack>,
+}
+
+pub(crate) enum Role {
+    Publisher(Publisher),
+    Subscriber(Subscriber),
+}
+
+pub(crate) struct Leg {
+    pub(crate) id: LegId,
+    pub(crate) pc: RTCPeerConnection,
+    pub(crate) ufrag: String,
+    /// Remote addresses bound to this leg in the demultiplexer.
+    pub(crate) addresses: Vec<SocketAddr>,
+    pub(crate) connected: bool,
+    /// Deadline last pushed to the worker's timer heap.
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) role: Role,
+}
+
+impl Leg {
+    pub(crate) fn publisher(&self) -> Option<&Publisher> {
+        match &self.role {
+            Role::Publisher(publisher) => Some(publisher),
+            Role::Subscriber(_) => None,
+        }
+    }
+
+    pub(crate) fn publisher_mut(&mut self) -> Option<&mut Publisher> {
+        match &mut self.role {
+            Role::Publisher(publisher) => Some(publisher),
+            Role::Subscriber(_) => None,
+        }
+    }
+}
+
+/// Builds an ICE-lite, DTLS-server peer connection that knows its ICE ufrag in advance, so the
+/// demultiplexer can route the first binding request to it.
+pub(crate) fn build_peer_connection(
+    settings: &LegSettings,
+    mut engine: MediaEngine,
+    ufrag: &str,
+    now: Instant,
+) -> Result<RTCPeerConnection, MediaError> {
+    let setting_engine = SettingEngineBuilder::new()
+        .with_ice_credentials(ufrag.to_owned(), generate_pwd())
+        .with_lite(true)
+        // Passive DTLS: the browser sends its ClientHello as soon as its ICE check succeeds.
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        // An ICE-lite server never resolves remote candidates, and mDNS queries would leave
+        // through the shared socket.
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_ice_timeouts(
+            Some(settings.ice_disconnected_timeout),
+            Some(settings.ice_failed_timeout),
+            None,
+        )
+        .build();
+    let registry = register_default_interceptors(Registry::new(), &mut engine)
+        .map_err(|e| MediaError::Rtc(format!("configuring interceptors: {e}")))?
+        .with(Slot::from(keyframe_feedback::SLOT), KeyframeFeedback::default());
+    RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(engine)
+        .with_setting_engine(setting_engine)
+        .with_interceptor_registry(registry)
+        .build(now)
+        .map_err(|e| MediaError::Rtc(format!("building peer connection: {e}")))
+}
+
+/// Parses an offer and applies it as the remote description.
+pub(crate) fn apply_offer(
+    pc: &mut RTCPeerConnection,
+    offer: String,
+    now: Instant,
+) -> Result<(), MediaError> {
+    let description =
+        RTCSessionDescription::offer(offer).map_err(|e| MediaError::InvalidOffer(e.to_string()))?;
+    pc.set_remote_description(now, description)
+        .map_err(|e| MediaError::InvalidOffer(e.to_string()))
+}
+
+/// Creates the answer with the node's one host candidate and end-of-candidates, and returns its
+/// SDP text.
+pub(crate) fn complete_answer(
+    pc: &mut RTCPeerConnection,
+    settings: &LegSettings,
+    now: Instant,
+) -> Result<String, MediaError> {
+    let address = settings.announced_address;
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: address.ip().to_string(),
+            port: address.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .map_err(|e| MediaError::Rtc(format!("creating host candidate: {e}")))?;
+    let candidate = RTCIceCandidate::from(&candidate)
+        .to_json()
+        .map_err(|e| MediaError::Rtc(format!("encoding host candidate: {e}")))?;
+    pc.add_local_candidate(candidate)
+        .map_err(|e| MediaError::Rtc(format!("adding host candidate: {e}")))?;
+
+    let answer = pc
+        .create_answer(None)
+        .map_err(|e| MediaError::InvalidOffer(format!("cannot answer the offer: {e}")))?;
+    pc.set_local_description(now, answer)
+        .map_err(|e| MediaError::InvalidOffer(format!("cannot apply the answer: {e}")))?;
+    // Setting the local description resets gathering, so end-of-candidates must come after it.
+    pc.add_local_candidate(RTCIceCandidateInit::default())
+        .map_err(|e| MediaError::Rtc(format!("ending candidates: {e}")))?;
+
+    // Only `local_description` carries the candidates; the value `create_answer` returned has none.
+    pc.local_description()
+        .map(|description| description.sdp)
+        .ok_or_else(|| MediaError::Rtc("the answer has no local description".to_owned()))
+}

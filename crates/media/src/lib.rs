@@ -1,0 +1,346 @@
+//! The WebRTC transport of a Switchboard node.
+//!
+//! One UDP socket carries every leg of the node. A single worker thread owns that socket, every
+//! leg's sans-IO peer connection (webrtc-rs's `rtc` core) and the [`router::Router`]: it reads a
+//! datagram, finds its leg (by the STUN username first, then by the remote address that ICE
+//! validated), lets the peer connection decrypt it, hands decrypted RTP to the router and writes
+//! what the router returns to the subscribers' peer connections. Nothing on that path locks or
+//! awaits, so a conversation's fan-out never crosses threads.
+//!
+//! The rest of the node talks to the worker through [`MediaHandle`]: commands go in over a
+//! channel that wakes the worker, answers come back on one-shot channels, and what happens on the
+//! wire (a leg connected, a leg closed because its peer vanished) comes out as [`MediaEvent`]s.
+
+mod codecs;
+mod demux;
+mod keyframe_feedback;
+mod leg;
+mod worker;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use router::{MediaKind, RouterStats};
+
+/// Identifier of one leg, chosen by the caller (the signaling layer uses `LEG-<uuid>`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LegId(pub String);
+
+impl fmt::Display for LegId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for LegId {
+    fn from(value: &str) -> Self {
+        LegId(value.to_owned())
+    }
+}
+
+/// Settings of the media worker.
+#[derive(Clone, Debug)]
+pub struct MediaConfig {
+    /// Address the UDP socket binds to.
+    pub bind: SocketAddr,
+    /// Address put in the answer's ICE candidate, for NAT and load balancers. Defaults to `bind`,
+    /// which then must be a concrete address, not `0.0.0.0` or `::`.
+    pub announced_address: Option<SocketAddr>,
+    /// Shortest time between two keyframe requests sent to one publisher track.
+    pub keyframe_request_interval: Duration,
+    /// Time without ICE consent checks after which a leg counts as disconnected.
+    pub ice_disconnected_timeout: Duration,
+    /// Further time without checks after which the leg is failed and closed.
+    pub ice_failed_timeout: Duration,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 7882)),
+            announced_address: None,
+            keyframe_request_interval: Duration::from_millis(250),
+            ice_disconnected_timeout: Duration::from_secs(5),
+            ice_failed_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+/// Mute state a publisher leg starts with, replayed from the member's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MuteState {
+    pub audio: bool,
+    pub video: bool,
+}
+
+/// The answer to a publisher offer and what the leg will publish.
+#[derive(Clone, Debug)]
+pub struct PublishAnswer {
+    /// Complete SDP answer: ICE-lite, the node's candidate and end-of-candidates included.
+    pub sdp: String,
+    /// Kinds of the tracks the offer sends, in offer order.
+    pub tracks: Vec<MediaKind>,
+}
+
+/// Why a leg was closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CloseReason {
+    /// `close_leg` was called.
+    Requested,
+    /// The peer stopped answering ICE consent checks, or DTLS failed.
+    ConnectionFailed,
+    /// The publisher leg this subscriber leg received from was closed.
+    PublisherClosed,
+    /// The node is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Requested => "requested",
+            CloseReason::ConnectionFailed => "connection_failed",
+            CloseReason::PublisherClosed => "publisher_closed",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What happened on the wire, for the conversation layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// ICE, DTLS and SRTP are up on the leg.
+    LegConnected { leg: LegId },
+    /// The leg is gone: its peer connection is closed and its routes removed.
+    LegClosed { leg: LegId, reason: CloseReason },
+    /// The first packet of one of a publisher leg's tracks arrived.
+    TrackStarted { leg: LegId, kind: MediaKind },
+}
+
+/// Counters of the media worker, read on request.
+#[derive(Clone, Debug, Default)]
+pub struct MediaStats {
+    pub router: RouterStats,
+    pub legs: usize,
+    pub publisher_legs: usize,
+    pub subscriber_legs: usize,
+    /// Datagrams from an address no leg owns that were not a STUN request for a known leg.
+    pub unroutable_datagrams: u64,
+    /// Datagrams a leg's peer connection rejected: failed SRTP authentication, bad DTLS, bad STUN.
+    pub rejected_datagrams: u64,
+    /// Datagrams the socket could not send.
+    pub send_errors: u64,
+    /// Keyframe requests (PLI or FIR) sent to publishers.
+    pub keyframe_requests_sent: u64,
+    /// Keyframe requests (PLI or FIR) received from subscribers.
+    pub keyframe_requests_received: u64,
+}
+
+/// Errors of the media worker, one variant per problem a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("invalid SDP offer: {0}")]
+    InvalidOffer(String),
+    #[error("the offer has no codec Switchboard can forward: {0}")]
+    NoSupportedCodec(String),
+    #[error("the offer sends no media to publish")]
+    NothingToPublish,
+    #[error("the offer receives none of the publisher's tracks: {0}")]
+    NothingToSubscribe(String),
+    #[error("leg {0} already exists")]
+    DuplicateLeg(LegId),
+    #[error("leg {0} not found")]
+    LegNotFound(LegId),
+    #[error("leg {0} is not a publisher leg")]
+    NotAPublisher(LegId),
+    #[error("the publisher leg has no {0:?} track")]
+    NoSuchTrack(MediaKind),
+    #[error("invalid media configuration: {0}")]
+    Config(String),
+    #[error("failed to bind the media socket on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("WebRTC failure: {0}")]
+    Rtc(String),
+    #[error("the media worker has stopped")]
+    Stopped,
+}
+
+pub(crate) enum Command {
+    Publish {
+        leg: LegId,
+        offer: String,
+        muted: MuteState,
+        reply: oneshot::Sender<Result<PublishAnswer, MediaError>>,
+    },
+    Subscribe {
+        leg: LegId,
+        publisher: LegId,
+        offer: String,
+        reply: oneshot::Sender<Result<String, MediaError>>,
+    },
+    CloseLeg {
+        leg: LegId,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+    },
+    SetMuted {
+        publisher: LegId,
+        kind: MediaKind,
+        muted: bool,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+    },
+    Stats {
+        reply: oneshot::Sender<MediaStats>,
+    },
+    Shutdown,
+}
+
+/// Channel to the worker, plus the waker that makes it look at the channel at once.
+#[derive(Clone)]
+struct CommandSender {
+    commands: std::sync::mpsc::Sender<Command>,
+    waker: Arc<mio::Waker>,
+}
+
+impl CommandSender {
+    fn send(&self, command: Command) -> Result<(), MediaError> {
+        self.commands
+            .send(command)
+            .map_err(|_| MediaError::Stopped)?;
+        self.waker.wake().map_err(|_| MediaError::Stopped)
+    }
+}
+
+/// Cloneable handle to the media worker.
+#[derive(Clone)]
+pub struct MediaHandle {
+    sender: CommandSender,
+    local_addr: SocketAddr,
+    announced_address: SocketAddr,
+    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl MediaHandle {
+    /// Binds the media socket and starts the worker thread.
+    pub fn start(
+        config: MediaConfig,
+    ) -> Result<(MediaHandle, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (commands_tx, commands_rx) = std::sync::mpsc::channel();
+        let worker = worker::Worker::bind(config, commands_rx, events_tx)?;
+        let local_addr = worker.local_addr();
+        let announced_address = worker.announced_address();
+        let waker = worker.waker();
+        let thread = std::thread::Builder::new()
+            .name("switchboard-media".into())
+            .spawn(move || worker.run())
+            .map_err(|e| MediaError::Config(format!("failed to start the media thread: {e}")))?;
+        let handle = MediaHandle {
+            sender: CommandSender {
+                commands: commands_tx,
+                waker,
+            },
+            local_addr,
+            announced_address,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        };
+        Ok((handle, events_rx))
+    }
+
+    /// Address the media socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Address announced in answers' ICE candidates.
+    pub fn announced_address(&self) -> SocketAddr {
+        self.announced_address
+    }
+
+    /// Answers an offer whose send tracks become the leg's published tracks.
+    pub async fn publish(
+        &self,
+        leg: LegId,
+        offer: String,
+        muted: MuteState,
+    ) -> Result<PublishAnswer, MediaError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Command::Publish {
+            leg,
+            offer,
+            muted,
+            reply,
+        })?;
+        answer.await.map_err(|_| MediaError::Stopped)?
+    }
+
+    /// Answers an offer that receives the tracks of the publisher leg `publisher`.
+    pub async fn subscribe(
+        &self,
+        leg: LegId,
+        publisher: LegId,
+        offer: String,
+    ) -> Result<String, MediaError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Command::Subscribe {
+            leg,
+            publisher,
+            offer,
+            reply,
+        })?;
+        answer.await.map_err(|_| MediaError::Stopped)?
+    }
+
+    /// Closes a leg; closing a publisher leg also closes the legs subscribed to it.
+    pub async fn close_leg(&self, leg: LegId) -> Result<(), MediaError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Command::CloseLeg { leg, reply })?;
+        answer.await.map_err(|_| MediaError::Stopped)?
+    }
+
+    /// Mutes or unmutes the publisher leg's tracks of one kind in the router.
+    pub async fn set_muted(
+        &self,
+        publisher: LegId,
+        kind: MediaKind,
+        muted: bool,
+    ) -> Result<(), MediaError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Command::SetMuted {
+            publisher,
+            kind,
+            muted,
+            reply,
+        })?;
+        answer.await.map_err(|_| MediaError::Stopped)?
+    }
+
+    /// Reads the worker's counters.
+    pub async fn stats(&self) -> Result<MediaStats, MediaError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Command::Stats { reply })?;
+        answer.await.map_err(|_| MediaError::Stopped)
+    }
+
+    /// Closes every leg, flushes the DTLS close alerts and stops the worker thread.
+    pub fn shutdown(&self) {
+        // A worker that already stopped has nothing left to close.
+        let _ = self.sender.send(Command::Shutdown);
+        let thread = match self.thread.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the media worker thread panicked");
+        }
+    }
+}
