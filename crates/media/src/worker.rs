@@ -798,9 +798,13 @@ impl Worker {
                     ..Default::default()
                 }],
             );
-            let sender = pc
-                .add_track(track)
-                .map_err(|e| MediaError::Rtc(format!("adding a {kind:?} track: {e}")))?;
+            // The core refuses a track whose codec the offer's section cannot receive.
+            let sender = pc.add_track(track).map_err(|e| {
+                MediaError::NoSupportedCodec(format!(
+                    "the offer cannot receive the publisher's {} ({e})",
+                    first_codec.rtp_codec.mime_type
+                ))
+            })?;
             tracks.push(SubscribedTrack {
                 subscription: 0,
                 track: *track_id,
