@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rtc::interceptor::{Attribute, Interceptor, Packet as ChainPacket, Slot, StreamInfo};
 use rtc::interceptor::TaggedPacket;
+use rtc::interceptor::{Attribute, Interceptor, Packet as ChainPacket, Slot, StreamInfo};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -88,7 +88,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let ChainPacket::Rtcp(list) = &msg.message.packet
-            && list.iter().any(|packet| is_keyframe_request(packet.as_ref()))
+            && list
+                .iter()
+                .any(|packet| is_keyframe_request(packet.as_ref()))
         {
             msg.message.add(Attribute::DeliverToApplication);
         }
@@ -283,8 +285,8 @@ impl Connection {
     }
 
     async fn apply_answer(&self, sdp: String) -> Result<(), ClientError> {
-        let answer =
-            RTCSessionDescription::answer(sdp).map_err(ClientError::webrtc("parsing the answer"))?;
+        let answer = RTCSessionDescription::answer(sdp)
+            .map_err(ClientError::webrtc("parsing the answer"))?;
         self.pc
             .set_remote_description(answer)
             .await
@@ -417,7 +419,10 @@ impl Publisher {
                 let TrackLocalEvent::OnRtcpPacket(packets) = event else {
                     continue;
                 };
-                if packets.iter().any(|packet| is_keyframe_request(packet.as_ref())) {
+                if packets
+                    .iter()
+                    .any(|packet| is_keyframe_request(packet.as_ref()))
+                {
                     requests.fetch_add(1, Ordering::SeqCst);
                     wanted.store(true, Ordering::SeqCst);
                 }
@@ -457,7 +462,10 @@ impl Publisher {
 
     /// Everything sent so far, in send order.
     pub fn sent(&self) -> Vec<SentPacket> {
-        self.sent.lock().map(|sent| sent.clone()).unwrap_or_default()
+        self.sent
+            .lock()
+            .map(|sent| sent.clone())
+            .unwrap_or_default()
     }
 
     /// Starts sending video at 30 frames per second and audio at 50 packets per second until

@@ -1,15 +1,14 @@
 //! The codecs and header extensions each kind of leg negotiates, and how a publisher's payload
 //! types and extension ids map onto a subscriber's.
 
+use router::{Codec, MediaKind};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MediaEngine,
 };
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
-    RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::sdp::extmap::{AUDIO_LEVEL_URI, VIDEO_ORIENTATION_URI};
-use router::{Codec, MediaKind};
 
 use crate::MediaError;
 
@@ -19,13 +18,18 @@ use crate::MediaError;
 pub(crate) const FORWARDED_EXTENSIONS: [&str; 2] = [AUDIO_LEVEL_URI, VIDEO_ORIENTATION_URI];
 
 fn video_feedback() -> Vec<RTCPFeedback> {
-    [("transport-cc", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli")]
-        .into_iter()
-        .map(|(typ, parameter)| RTCPFeedback {
-            typ: typ.to_owned(),
-            parameter: parameter.to_owned(),
-        })
-        .collect()
+    [
+        ("transport-cc", ""),
+        ("ccm", "fir"),
+        ("nack", ""),
+        ("nack", "pli"),
+    ]
+    .into_iter()
+    .map(|(typ, parameter)| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    })
+    .collect()
 }
 
 fn codec(
@@ -190,7 +194,9 @@ pub(crate) fn router_codec(mime_type: &str) -> Codec {
 fn fmtp_value<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
     fmtp.split(';').find_map(|pair| {
         let (name, value) = pair.trim().split_once('=')?;
-        name.trim().eq_ignore_ascii_case(key).then_some(value.trim())
+        name.trim()
+            .eq_ignore_ascii_case(key)
+            .then_some(value.trim())
     })
 }
 
@@ -214,9 +220,12 @@ pub(crate) fn codecs_match(a: &RTCRtpCodec, b: &RTCRtpCodec) -> bool {
             mode(fa) == mode(fb) && profile(fa) == profile(fb)
         }
         Codec::Vp9 => {
-            fmtp_value(fa, "profile-id").unwrap_or("0") == fmtp_value(fb, "profile-id").unwrap_or("0")
+            fmtp_value(fa, "profile-id").unwrap_or("0")
+                == fmtp_value(fb, "profile-id").unwrap_or("0")
         }
-        Codec::Av1 => fmtp_value(fa, "profile").unwrap_or("0") == fmtp_value(fb, "profile").unwrap_or("0"),
+        Codec::Av1 => {
+            fmtp_value(fa, "profile").unwrap_or("0") == fmtp_value(fb, "profile").unwrap_or("0")
+        }
         _ => true,
     }
 }
@@ -232,9 +241,18 @@ mod tests {
     #[test]
     fn h264_match_needs_same_mode_and_profile() {
         let a = h264("packetization-mode=1;profile-level-id=42e01f");
-        assert!(codecs_match(&a, &h264("profile-level-id=42E034;packetization-mode=1")));
-        assert!(!codecs_match(&a, &h264("packetization-mode=0;profile-level-id=42e01f")));
-        assert!(!codecs_match(&a, &h264("packetization-mode=1;profile-level-id=4d001f")));
+        assert!(codecs_match(
+            &a,
+            &h264("profile-level-id=42E034;packetization-mode=1")
+        ));
+        assert!(!codecs_match(
+            &a,
+            &h264("packetization-mode=0;profile-level-id=42e01f")
+        ));
+        assert!(!codecs_match(
+            &a,
+            &h264("packetization-mode=1;profile-level-id=4d001f")
+        ));
     }
 
     #[test]

@@ -92,7 +92,10 @@ mod tests {
         let mut demux = Demux::default();
         demux.add_ufrag("abcd".into(), 7);
         let source: SocketAddr = "127.0.0.1:5000".parse().expect("address");
-        assert_eq!(demux.route(source, &binding_request("abcd:remote")), Some(7));
+        assert_eq!(
+            demux.route(source, &binding_request("abcd:remote")),
+            Some(7)
+        );
         assert_eq!(demux.route(source, &binding_request("zzzz:remote")), None);
     }
 

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use router::{MediaKind, SubscriptionId, TrackId};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::rand::generate_pwd;
 use rtc::interceptor::{Registry, Slot};
@@ -19,7 +20,6 @@ use rtc::peer_connection::transport::{
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
-use router::{MediaKind, SubscriptionId, TrackId};
 
 use crate::demux::LegKey;
 use crate::keyframe_feedback::{self, KeyframeFeedback};
@@ -130,7 +130,10 @@ pub(crate) fn build_peer_connection(
         .build();
     let registry = register_default_interceptors(Registry::new(), &mut engine)
         .map_err(|e| MediaError::Rtc(format!("configuring interceptors: {e}")))?
-        .with(Slot::from(keyframe_feedback::SLOT), KeyframeFeedback::default());
+        .with(
+            Slot::from(keyframe_feedback::SLOT),
+            KeyframeFeedback::default(),
+        );
     RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(engine)

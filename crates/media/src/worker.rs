@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
+use router::{
+    ExtensionMap, Forward, MediaKind, PayloadCodecs, PayloadTypeMap, Router, RouterConfig,
+    SubscriberRewrite, SubscriptionId, TrackId,
+};
 use rtc::ice::rand::generate_ufrag;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
@@ -25,10 +29,6 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use rtc::sdp::extmap::SDES_MID_URI;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use router::{
-    ExtensionMap, Forward, MediaKind, PayloadCodecs, PayloadTypeMap, Router, RouterConfig,
-    SubscriberRewrite, SubscriptionId, TrackId,
-};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, trace, warn};
 
@@ -217,7 +217,10 @@ impl Worker {
     fn handle_datagram(&mut self, source: SocketAddr, datagram: &[u8], now: Instant) {
         let Some(key) = self.demux.route(source, datagram) else {
             self.stats.unroutable_datagrams += 1;
-            trace!(length = datagram.len(), "dropped a datagram of no known leg");
+            trace!(
+                length = datagram.len(),
+                "dropped a datagram of no known leg"
+            );
             return;
         };
         let Some(leg) = self.legs.get_mut(&key) else {
@@ -429,7 +432,10 @@ impl Worker {
         else {
             return;
         };
-        if track.media_ssrc.is_some_and(|ssrc| ssrc != packet.header.ssrc) {
+        if track
+            .media_ssrc
+            .is_some_and(|ssrc| ssrc != packet.header.ssrc)
+        {
             return;
         }
         let track_id = track.track;
@@ -462,7 +468,12 @@ impl Worker {
         }
     }
 
-    fn handle_subscriber_keyframe_request(&mut self, key: LegKey, local_track_id: &str, now: Instant) {
+    fn handle_subscriber_keyframe_request(
+        &mut self,
+        key: LegKey,
+        local_track_id: &str,
+        now: Instant,
+    ) {
         let Some(Leg {
             role: Role::Subscriber(subscriber),
             ..
@@ -817,7 +828,10 @@ impl Worker {
         if tracks.is_empty() {
             return Err(MediaError::NothingToSubscribe(format!(
                 "the publisher sends {:?}; the offer needs a receiving section for each kind",
-                published.iter().map(|(_, kind, _)| *kind).collect::<Vec<_>>()
+                published
+                    .iter()
+                    .map(|(_, kind, _)| *kind)
+                    .collect::<Vec<_>>()
             )));
         }
         let sdp = leg::complete_answer(&mut pc, &self.settings, now)?;
@@ -854,7 +868,11 @@ impl Worker {
                 tracks: usable,
             }),
         });
-        if let Some(publisher) = self.legs.get_mut(&publisher_key).and_then(Leg::publisher_mut) {
+        if let Some(publisher) = self
+            .legs
+            .get_mut(&publisher_key)
+            .and_then(Leg::publisher_mut)
+        {
             publisher.subscribers.push(key);
         }
         self.drain(key, now);
@@ -878,7 +896,12 @@ impl Worker {
         let published: HashMap<TrackId, (Vec<_>, Vec<(String, u8)>)> = publisher
             .tracks
             .iter()
-            .map(|track| (track.track, (track.codecs.clone(), track.extensions.clone())))
+            .map(|track| {
+                (
+                    track.track,
+                    (track.codecs.clone(), track.extensions.clone()),
+                )
+            })
             .collect();
 
         let mut requests = Vec::new();
@@ -906,7 +929,8 @@ impl Worker {
                 if let Some(subscriber_codec) = parameters.codecs.iter().find(|candidate| {
                     codecs::codecs_match(&publisher_codec.rtp_codec, &candidate.rtp_codec)
                 }) {
-                    payload_types.insert(publisher_codec.payload_type, subscriber_codec.payload_type);
+                    payload_types
+                        .insert(publisher_codec.payload_type, subscriber_codec.payload_type);
                 }
             }
             let mut extensions = ExtensionMap::default();
@@ -920,8 +944,8 @@ impl Worker {
                     extensions.insert(from, to);
                 }
             }
-            let mid = extension_id(&parameters.header_extensions, SDES_MID_URI)
-                .zip(mid.map(Bytes::from));
+            let mid =
+                extension_id(&parameters.header_extensions, SDES_MID_URI).zip(mid.map(Bytes::from));
             let rewrite = SubscriberRewrite {
                 ssrc: track.ssrc,
                 payload_types,
@@ -930,7 +954,10 @@ impl Worker {
                 initial_sequence_number: rand::random(),
                 initial_timestamp: rand::random(),
             };
-            match self.router.subscribe(track.track, track.subscription, rewrite, now) {
+            match self
+                .router
+                .subscribe(track.track, track.subscription, rewrite, now)
+            {
                 Ok(outcome) => {
                     track.subscribed = true;
                     self.subscription_owners
@@ -993,7 +1020,12 @@ impl Worker {
         }
         // Close queues a DTLS close_notify; send it before the leg is dropped.
         while let Some(datagram) = leg.pc.poll_write() {
-            send(&self.socket, &mut self.stats, &datagram.message, datagram.transport.peer_addr);
+            send(
+                &self.socket,
+                &mut self.stats,
+                &datagram.message,
+                datagram.transport.peer_addr,
+            );
         }
         self.demux.remove(&leg.ufrag, &leg.addresses, key);
         self.leg_keys.remove(&leg.id);
@@ -1090,7 +1122,8 @@ fn receiving_sections(offer: &str) -> Result<[usize; 2], MediaError> {
             _ => continue,
         };
         let rejected = media.media_name.port.value == 0 && media.attribute("bundle-only").is_none();
-        let receives = media.attribute("sendonly").is_none() && media.attribute("inactive").is_none();
+        let receives =
+            media.attribute("sendonly").is_none() && media.attribute("inactive").is_none();
         if receives && !rejected {
             sections[kind_index(kind)] += 1;
         }

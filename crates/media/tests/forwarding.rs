@@ -31,7 +31,10 @@ async fn publish(media: &MediaHandle, leg: &str) -> Publisher {
         .await
         .expect("publish answer");
     assert_eq!(answer.tracks, vec![MediaKind::Audio, MediaKind::Video]);
-    publisher.apply_answer(answer.sdp).await.expect("apply answer");
+    publisher
+        .apply_answer(answer.sdp)
+        .await
+        .expect("apply answer");
     publisher
         .wait_connected(CONNECT_TIMEOUT)
         .await
@@ -55,16 +58,26 @@ async fn subscribe(media: &MediaHandle, leg: &str, publisher_leg: &str) -> Subsc
 }
 
 fn of_kind(packets: &[ReceivedPacket], kind: Kind) -> Vec<ReceivedPacket> {
-    packets.iter().filter(|packet| packet.kind == kind).cloned().collect()
+    packets
+        .iter()
+        .filter(|packet| packet.kind == kind)
+        .cloned()
+        .collect()
 }
 
 fn sent_of_kind(packets: &[SentPacket], kind: Kind) -> Vec<SentPacket> {
-    packets.iter().filter(|packet| packet.kind == kind).cloned().collect()
+    packets
+        .iter()
+        .filter(|packet| packet.kind == kind)
+        .cloned()
+        .collect()
 }
 
 /// Asserts that `received` is a run of consecutive packets of `sent`, byte for byte and in order.
 fn assert_contiguous_run(label: &str, sent: &[SentPacket], received: &[ReceivedPacket]) {
-    let first = received.first().unwrap_or_else(|| panic!("{label}: nothing received"));
+    let first = received
+        .first()
+        .unwrap_or_else(|| panic!("{label}: nothing received"));
     let start = sent
         .iter()
         .position(|packet| packet.payload == first.payload)
@@ -109,7 +122,9 @@ async fn next_closed(
 ) -> Option<(LegId, CloseReason)> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let event = tokio::time::timeout_at(deadline, events.recv()).await.ok()??;
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .ok()??;
         if let MediaEvent::LegClosed { leg, reason } = event {
             return Some((leg, reason));
         }
@@ -149,8 +164,16 @@ async fn three_members_receive_each_other() {
         let received = subscriber.received();
         let video = of_kind(&received, Kind::Video);
         let audio = of_kind(&received, Kind::Audio);
-        assert!(video.len() >= 30, "{leg}: only {} video packets", video.len());
-        assert!(audio.len() >= 50, "{leg}: only {} audio packets", audio.len());
+        assert!(
+            video.len() >= 30,
+            "{leg}: only {} video packets",
+            video.len()
+        );
+        assert!(
+            audio.len() >= 50,
+            "{leg}: only {} audio packets",
+            audio.len()
+        );
         assert!(
             vp8_starts_keyframe(&video[0].payload),
             "{leg}: the first forwarded video packet does not start a keyframe"
@@ -177,7 +200,9 @@ async fn mute_drops_video_and_resumes_at_keyframe() {
     let subscriber = subscribe(&media, "b-from-a", "a-up").await;
     publisher.start_media(SendPlan::default());
     assert!(
-        wait_until(Duration::from_secs(3), || subscriber.count(Kind::Video) >= 20).await,
+        wait_until(Duration::from_secs(3), || subscriber.count(Kind::Video)
+            >= 20)
+        .await,
         "video does not flow before the mute"
     );
 
@@ -205,7 +230,10 @@ async fn mute_drops_video_and_resumes_at_keyframe() {
         "audio must go on while video is muted"
     );
     let muted_drops = media.stats().await.expect("stats").router.dropped_muted;
-    assert!(muted_drops >= 20, "only {muted_drops} packets dropped as muted");
+    assert!(
+        muted_drops >= 20,
+        "only {muted_drops} packets dropped as muted"
+    );
 
     let requests_before = publisher.keyframe_requests();
     media
@@ -235,7 +263,10 @@ async fn mute_drops_video_and_resumes_at_keyframe() {
     );
     assert_consecutive_sequence_numbers("video across the mute", &video);
     assert!(
-        resumed.timestamp.wrapping_sub(video[video_at_mute - 1].timestamp) >= 90_000,
+        resumed
+            .timestamp
+            .wrapping_sub(video[video_at_mute - 1].timestamp)
+            >= 90_000,
         "the RTP timestamp must carry the muted second"
     );
     media.shutdown();
@@ -248,7 +279,9 @@ async fn subscriber_keyframe_request_reaches_publisher() {
     let subscriber = subscribe(&media, "b-from-a", "a-up").await;
     publisher.start_media(SendPlan::default());
     assert!(
-        wait_until(Duration::from_secs(3), || subscriber.count(Kind::Video) >= 10).await,
+        wait_until(Duration::from_secs(3), || subscriber.count(Kind::Video)
+            >= 10)
+        .await,
         "video does not flow"
     );
     // Wait out the keyframe request interval so the subscriber's request is not merged away.
@@ -256,7 +289,9 @@ async fn subscriber_keyframe_request_reaches_publisher() {
     let before = publisher.keyframe_requests();
     subscriber.request_keyframe().await.expect("send PLI");
     assert!(
-        wait_until(Duration::from_secs(2), || publisher.keyframe_requests() > before).await,
+        wait_until(Duration::from_secs(2), || publisher.keyframe_requests()
+            > before)
+        .await,
         "the subscriber's PLI did not reach the publisher"
     );
     let stats = media.stats().await.expect("stats");
@@ -317,7 +352,9 @@ async fn vanished_publisher_is_closed_when_consent_expires() {
     let subscriber = subscribe(&media, "b-from-a", "a-up").await;
     publisher.start_media(SendPlan::default());
     assert!(
-        wait_until(Duration::from_secs(3), || subscriber.count(Kind::Video) >= 10).await,
+        wait_until(Duration::from_secs(3), || subscriber.count(Kind::Video)
+            >= 10)
+        .await,
         "video does not flow through the relay"
     );
 
@@ -366,7 +403,11 @@ async fn forged_and_stray_datagrams_are_dropped_and_counted() {
         .expect("publisher connects");
     let subscriber = subscribe(&media, "b-from-a", "a-up").await;
     publisher.start_media(SendPlan::default());
-    assert!(wait_until(Duration::from_secs(3), || subscriber.count(Kind::Video) >= 10).await);
+    assert!(
+        wait_until(Duration::from_secs(3), || subscriber.count(Kind::Video)
+            >= 10)
+        .await
+    );
 
     let before = media.stats().await.expect("stats");
     // An RTP-shaped datagram from the publisher's own address that fails SRTP authentication.
@@ -376,7 +417,9 @@ async fn forged_and_stray_datagrams_are_dropped_and_counted() {
         relay.inject(&forged).await.expect("inject");
     }
     // Garbage from an address no leg owns.
-    let stray = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("socket");
+    let stray = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("socket");
     for _ in 0..5 {
         stray
             .send_to(b"not webrtc at all", media.local_addr())
@@ -407,14 +450,24 @@ async fn forged_and_stray_datagrams_are_dropped_and_counted() {
 async fn bad_offers_are_rejected_without_a_leg() {
     let (media, _events) = start_node();
     let garbage = media
-        .publish(LegId::from("x"), "v=0\r\nthis is not sdp".into(), MuteState::default())
+        .publish(
+            LegId::from("x"),
+            "v=0\r\nthis is not sdp".into(),
+            MuteState::default(),
+        )
         .await;
-    assert!(matches!(garbage, Err(MediaError::InvalidOffer(_))), "{garbage:?}");
+    assert!(
+        matches!(garbage, Err(MediaError::InvalidOffer(_))),
+        "{garbage:?}"
+    );
 
     let unknown = media
         .subscribe(LegId::from("y"), LegId::from("nobody"), "v=0".into())
         .await;
-    assert!(matches!(unknown, Err(MediaError::LegNotFound(_))), "{unknown:?}");
+    assert!(
+        matches!(unknown, Err(MediaError::LegNotFound(_))),
+        "{unknown:?}"
+    );
 
     // A subscriber's offer is no publisher offer: it sends nothing.
     let receive_only = Subscriber::new().await.expect("subscriber");
@@ -422,7 +475,10 @@ async fn bad_offers_are_rejected_without_a_leg() {
     let nothing = media
         .publish(LegId::from("z"), offer, MuteState::default())
         .await;
-    assert!(matches!(nothing, Err(MediaError::NothingToPublish)), "{nothing:?}");
+    assert!(
+        matches!(nothing, Err(MediaError::NothingToPublish)),
+        "{nothing:?}"
+    );
 
     assert_eq!(media.stats().await.expect("stats").legs, 0);
     media.shutdown();

@@ -28,7 +28,10 @@ fn keep_video_codec(sdp: &str, codec: &str) -> String {
         }
         if in_video && let Some(rest) = line.strip_prefix("a=rtpmap:") {
             let (payload_type, name) = rest.split_once(' ').unwrap_or_default();
-            if name.to_ascii_lowercase().starts_with(&codec.to_ascii_lowercase()) {
+            if name
+                .to_ascii_lowercase()
+                .starts_with(&codec.to_ascii_lowercase())
+            {
                 kept.push(payload_type.to_owned());
             }
         }
@@ -84,19 +87,28 @@ async fn chrome_offer_gets_complete_lite_answer() {
     assert_eq!(answer.tracks, vec![MediaKind::Audio, MediaKind::Video]);
     let sdp = answer.sdp;
     assert!(sdp.contains("a=ice-lite"), "no ice-lite:\n{sdp}");
-    assert!(sdp.contains("a=setup:passive"), "not the DTLS server:\n{sdp}");
+    assert!(
+        sdp.contains("a=setup:passive"),
+        "not the DTLS server:\n{sdp}"
+    );
     let port = media.announced_address().port();
     assert!(
         sdp.contains(&format!("127.0.0.1 {port} typ host")),
         "no candidate for the node's socket:\n{sdp}"
     );
-    assert!(sdp.contains("a=end-of-candidates"), "candidates not ended:\n{sdp}");
+    assert!(
+        sdp.contains("a=end-of-candidates"),
+        "candidates not ended:\n{sdp}"
+    );
     assert!(sdp.contains("a=rtpmap:111 opus/48000/2"), "no Opus:\n{sdp}");
     assert!(
         video_section(&sdp).contains("a=rtpmap:96 VP8/90000"),
         "no VP8:\n{sdp}"
     );
-    assert!(sdp.contains("a=recvonly"), "publisher sections must be recvonly:\n{sdp}");
+    assert!(
+        sdp.contains("a=recvonly"),
+        "publisher sections must be recvonly:\n{sdp}"
+    );
     media.shutdown();
 }
 
@@ -175,7 +187,10 @@ async fn recvonly_offer_subscribes_to_a_publisher() {
         )
         .await
         .expect("subscribe");
-    assert!(answer.contains("a=sendonly"), "no sending section:\n{answer}");
+    assert!(
+        answer.contains("a=sendonly"),
+        "no sending section:\n{answer}"
+    );
     assert!(answer.contains("a=ssrc:"), "no announced SSRC:\n{answer}");
     assert!(
         video_section(&answer).contains("VP8/90000"),

@@ -120,7 +120,7 @@ fn vp9_starts_keyframe(payload: &[u8]) -> bool {
             offset += 1;
         }
     }
-    // The descriptor must be complete; a truncated one is not trusted as a keyframe.
+    // A truncated descriptor is not trusted as a keyframe.
     payload.len() >= offset
 }
 
@@ -402,7 +402,7 @@ mod tests {
 
     fn av1_positive_cases() -> Vec<Vec<u8>> {
         vec![
-            // Z=0, Y=0, W=2, N=1; then a sequence header OBU with its size field.
+            // Z=0, Y=0, W=2, N=1, then a sequence header OBU with its size field.
             vec![0x28, 0x0a, 0x0b, 0x00, 0x00, 0x00, 0x24, 0xc4],
             // Z=0, Y=1, W=0, N=1.
             vec![0x48, 0x0a, 0x0b],

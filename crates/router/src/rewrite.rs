@@ -19,7 +19,7 @@ const RTP_VERSION: u8 = 2;
 const FIXED_HEADER_LENGTH: usize = 12;
 /// The extension profile and length fields that start an extension block.
 const EXTENSION_BLOCK_HEADER_LENGTH: usize = 4;
-/// The longest extension block payload that marshals correctly. The length field counts
+/// Maximum extension block payload length that marshals correctly. The length field counts
 /// 32-bit words, but rtc-rtp 0.21.1 casts the byte length to `u16` before dividing by 4.
 const MAX_EXTENSION_BLOCK_LENGTH: usize = u16::MAX as usize;
 /// The largest extension value a two-byte header (RFC 8285 section 4.3) can carry.
@@ -80,7 +80,8 @@ impl fmt::Debug for PayloadTypeMap {
 /// subscription.
 #[derive(Clone)]
 pub struct ExtensionMap {
-    /// Indexed by publisher id; 0 marks a missing entry because 0 is never a valid id.
+    /// Subscriber ids indexed by publisher id. A 0 marks a missing entry, because 0 is never
+    /// a valid id.
     ids: [u8; 256],
 }
 
@@ -127,7 +128,7 @@ impl fmt::Debug for ExtensionMap {
     }
 }
 
-/// How one subscription's packets are rewritten for the subscriber's leg.
+/// Rewrite rules of one subscription, in the terms the subscriber's leg negotiated.
 #[derive(Clone, Debug)]
 pub struct SubscriberRewrite {
     /// SSRC the subscriber's leg announced for this track.

@@ -18,7 +18,7 @@ const FIRST_EXTENDED: u64 = 1 << 32;
 pub(crate) const REORDER_WINDOW: u64 = 256;
 
 /// Each drop run starts a range, and two runs are separated by at least one forwarded
-/// packet, so a window holds at most half as many ranges, plus the range it starts in.
+/// packet, so a window contains at most half as many ranges, plus the range it starts in.
 const MAX_OFFSET_RANGES: usize = REORDER_WINDOW as usize / 2 + 1;
 
 /// Extends 16-bit RTP sequence numbers of one track to 64 bits.
@@ -33,6 +33,11 @@ impl SequenceUnwrapper {
     ///
     /// NOTE: a jump of half the 16-bit space or more reads as an old packet. RFC 3550 keeps
     /// sequence numbers of one SSRC continuous, so only a broken publisher triggers it.
+    /// Returns the highest extended sequence number seen, if any packet was seen.
+    pub(crate) fn highest(&self) -> Option<u64> {
+        self.highest
+    }
+
     pub(crate) fn extend(&mut self, sequence_number: u16) -> u64 {
         let Some(highest) = self.highest else {
             let extended = FIRST_EXTENDED + u64::from(sequence_number);
@@ -49,7 +54,7 @@ impl SequenceUnwrapper {
     }
 }
 
-/// Where a packet's extended sequence number falls for a subscription.
+/// Position of a packet's extended sequence number relative to a subscription's window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Arrival {
     /// Newer than every packet seen.
@@ -109,11 +114,11 @@ impl WindowBitmap {
 /// Renumbers one subscription's packets, from the packet it started at on.
 #[derive(Clone, Debug)]
 pub(crate) struct SequenceRewriter {
-    /// The extended sequence number of the first forwarded packet; older ones are too old.
+    /// The extended sequence number of the first forwarded packet. Older ones are too old.
     floor: u64,
     /// The highest extended sequence number forwarded or dropped by the router.
     highest: u64,
-    /// Sorted by `first`; never empty.
+    /// Sorted by `first`, and never empty.
     ranges: VecDeque<OffsetRange>,
     forwarded: WindowBitmap,
     /// Slots the router dropped on purpose: late packets for them are not forwarded, because
@@ -196,6 +201,11 @@ impl SequenceRewriter {
                 self.floor = self.floor.max(front.first);
             }
         }
+    }
+
+    /// Returns the highest extended sequence number forwarded or dropped so far.
+    pub(crate) fn highest(&self) -> u64 {
+        self.highest
     }
 
     /// Returns the output sequence number the next in-order packet would get.
@@ -391,7 +401,7 @@ mod tests {
         let mut late = Vec::new();
         for step in 1..=2000u64 {
             let extended = BASE + step * 3;
-            // Every third number is held back to arrive late; of the other two, one is
+            // Every third number is held back to arrive late. Of the other two, one is
             // forwarded and one dropped.
             late.push(extended - 2);
             rewriter.drop_packet(extended - 1);

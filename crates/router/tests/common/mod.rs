@@ -16,15 +16,17 @@ pub const VIDEO_PT: u8 = 96;
 pub const AUDIO_PT: u8 = 111;
 pub const INTERVAL: Duration = Duration::from_millis(250);
 
-/// A VP8 payload whose first packet starts a keyframe: descriptor S=1 PID=0, frame tag P=0
+/// Builds a VP8 payload that starts a keyframe: descriptor S=1 PID=0, frame tag P=0
 /// and the keyframe start code, padded with `0xee` to `length` bytes.
 pub fn vp8_keyframe(length: usize) -> Bytes {
-    let mut payload = vec![0x10, 0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01];
+    let mut payload = vec![
+        0x10, 0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01,
+    ];
     payload.resize(length.max(payload.len()), 0xee);
     Bytes::from(payload)
 }
 
-/// A VP8 interframe payload (frame tag P=1) of `length` bytes.
+/// Builds a VP8 interframe payload (frame tag P=1) of `length` bytes.
 pub fn vp8_delta(length: usize) -> Bytes {
     let mut payload = vec![0x10, 0x31, 0x42, 0x00];
     payload.resize(length.max(payload.len()), 0xdd);
@@ -63,8 +65,14 @@ pub fn audio_codecs() -> PayloadCodecs {
     codecs
 }
 
-/// A rewrite mapping `from` to `to` with no extensions and no mid.
-pub fn rewrite(ssrc: u32, from: u8, to: u8, sequence_number: u16, timestamp: u32) -> SubscriberRewrite {
+/// Builds a rewrite that maps payload type `from` to `to`, with no extensions and no mid.
+pub fn rewrite(
+    ssrc: u32,
+    from: u8,
+    to: u8,
+    sequence_number: u16,
+    timestamp: u32,
+) -> SubscriberRewrite {
     let mut payload_types = PayloadTypeMap::new();
     payload_types.insert(from, to);
     SubscriberRewrite {
@@ -83,7 +91,7 @@ pub fn router() -> Router {
     })
 }
 
-/// A router with one unmuted video track (VP8 on `VIDEO_PT`).
+/// Builds a router with one unmuted video track (VP8 on `VIDEO_PT`).
 pub fn video_router(track: TrackId) -> Router {
     let mut router = router();
     router
@@ -92,7 +100,7 @@ pub fn video_router(track: TrackId) -> Router {
     router
 }
 
-/// A router with one unmuted audio track (Opus on `AUDIO_PT`).
+/// Builds a router with one unmuted audio track (Opus on `AUDIO_PT`).
 pub fn audio_router(track: TrackId) -> Router {
     let mut router = router();
     router
@@ -102,13 +110,18 @@ pub fn audio_router(track: TrackId) -> Router {
 }
 
 /// Routes one packet and returns what it produced.
-pub fn route(router: &mut Router, track: TrackId, packet: &Packet, now: Instant) -> (Vec<Forward>, bool) {
+pub fn route(
+    router: &mut Router,
+    track: TrackId,
+    packet: &Packet,
+    now: Instant,
+) -> (Vec<Forward>, bool) {
     let mut out = Vec::new();
     let outcome = router.route(track, packet, now, &mut out);
     (out, outcome.request_keyframe)
 }
 
-/// The sequence numbers forwarded to `subscription`.
+/// Returns the sequence numbers forwarded to `subscription`.
 pub fn sequence_numbers(forwards: &[Forward], subscription: SubscriptionId) -> Vec<u16> {
     forwards
         .iter()
@@ -119,7 +132,10 @@ pub fn sequence_numbers(forwards: &[Forward], subscription: SubscriptionId) -> V
 
 /// Marshals a forwarded packet, parses it back and checks that nothing changed.
 pub fn assert_marshal_round_trip(packet: &Packet) {
-    assert!(!packet.header.padding, "forwarded packets never carry padding");
+    assert!(
+        !packet.header.padding,
+        "forwarded packets never carry padding"
+    );
     let raw: BytesMut = packet.marshal().expect("forwarded packet marshals");
     let parsed = Packet::unmarshal(&mut raw.freeze()).expect("marshalled packet parses");
     assert_eq!(&parsed, packet);
