@@ -488,7 +488,8 @@ impl Publisher {
                     ticker.tick().await;
                     let keyframe = frame == 0
                         || wanted.swap(false, Ordering::SeqCst)
-                        || (plan.keyframe_interval > 0 && frame % plan.keyframe_interval == 0);
+                        || (plan.keyframe_interval > 0
+                            && frame.is_multiple_of(plan.keyframe_interval));
                     let packets = if keyframe {
                         plan.packets_per_keyframe
                     } else {

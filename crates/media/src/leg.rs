@@ -33,6 +33,9 @@ pub(crate) struct LegSettings {
     pub(crate) ice_failed_timeout: Duration,
 }
 
+/// Negotiated header extensions of a leg: (URI, id).
+pub(crate) type ExtensionIds = Vec<(String, u8)>;
+
 /// A track a publisher leg receives, known from the offer before its first packet arrives.
 pub(crate) struct PublishedTrack {
     pub(crate) track: TrackId,
@@ -43,8 +46,7 @@ pub(crate) struct PublishedTrack {
     /// SSRC of the publisher's stream, learnt from the first packet; keyframe requests name it.
     pub(crate) media_ssrc: Option<u32>,
     pub(crate) codecs: Vec<RTCRtpCodecParameters>,
-    /// Negotiated header extensions: (URI, id).
-    pub(crate) extensions: Vec<(String, u8)>,
+    pub(crate) extensions: ExtensionIds,
     /// FIR is used only when the publisher did not negotiate PLI.
     pub(crate) prefers_fir: bool,
     pub(crate) fir_sequence_number: u8,

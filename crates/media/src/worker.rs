@@ -35,7 +35,8 @@ use tracing::{debug, info, trace, warn};
 use crate::codecs::{self, FORWARDED_EXTENSIONS};
 use crate::demux::{Demux, LegKey};
 use crate::leg::{
-    self, Leg, LegSettings, PublishedTrack, Publisher, Role, SubscribedTrack, Subscriber,
+    self, ExtensionIds, Leg, LegSettings, PublishedTrack, Publisher, Role, SubscribedTrack,
+    Subscriber,
 };
 use crate::{
     CloseReason, Command, LegId, MediaConfig, MediaError, MediaEvent, MediaStats, MuteState,
@@ -893,7 +894,7 @@ impl Worker {
         let Some(publisher) = self.legs.get(&publisher_key).and_then(Leg::publisher) else {
             return;
         };
-        let published: HashMap<TrackId, (Vec<_>, Vec<(String, u8)>)> = publisher
+        let published: HashMap<TrackId, (Vec<_>, ExtensionIds)> = publisher
             .tracks
             .iter()
             .map(|track| {

@@ -1,0 +1,36 @@
+//! The conversation model of a Switchboard node.
+//!
+//! Users join conversations as members. A JOINED member publishes tracks on upstream legs and
+//! receives other members' tracks on downstream legs. Every change is recorded in the
+//! conversation's event log, and the forwarding table (which publisher legs exist and which
+//! legs receive them) is derived from the same state. This crate contains only the rules and
+//! the state: it opens no sockets, never blocks on I/O, and returns the work for the media
+//! worker to its caller instead of doing it.
+
+mod conversation;
+mod error;
+mod event;
+mod forwarding;
+mod id;
+mod leg;
+mod member;
+mod registry;
+mod user;
+
+#[cfg(test)]
+mod tests;
+
+pub use conversation::{Conversation, ConversationProperties, NewConversation};
+pub use error::RoomError;
+pub use event::{
+    Event, EventQuery, EventType, MAX_CUSTOM_NAME_LENGTH, MAX_POSTED_BODY_BYTES, NewEvent, Order,
+};
+pub use forwarding::{ForwardingTable, PublisherRoutes, SubscriberRoute};
+pub use id::{ConversationId, LegId, MemberId, UserId};
+pub use leg::{Leg, LegCloseReason, LegRole, LegState, MediaKind, MuteState};
+pub use member::{
+    Channel, ChannelType, Member, MemberAction, MemberMedia, MemberState, MemberTimestamps,
+    TrackSettings,
+};
+pub use registry::{Departure, MuteChange, PostedEvent, PublishedLeg, Registry};
+pub use user::{MAX_NAME_LENGTH, NewUser, User};

@@ -1,0 +1,202 @@
+//! The error type of every request, and its JSON form.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use media::MediaError;
+use room::RoomError;
+use serde::Serialize;
+
+use crate::auth::AuthError;
+
+/// One request field that failed validation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InvalidParameter {
+    /// Path of the field in the request, such as `body.offer.sdp` or `page_size`.
+    pub name: String,
+    pub reason: String,
+}
+
+/// Failure of a request. Every variant maps to an HTTP status and a stable `type` code that
+/// clients can match on; the message becomes the `detail`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Room(#[from] RoomError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("{detail}")]
+    InvalidParameters {
+        detail: String,
+        parameters: Vec<InvalidParameter>,
+    },
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body must be JSON: send `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    #[error("no resource at {0}")]
+    RouteNotFound(String),
+    #[error("the method is not allowed on this resource")]
+    MethodNotAllowed,
+    #[error("the node is shutting down and accepts no new work")]
+    Draining,
+}
+
+impl ApiError {
+    /// Creates an error about one request field.
+    pub fn invalid_parameter(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        let parameter = InvalidParameter {
+            name: name.into(),
+            reason: reason.into(),
+        };
+        ApiError::InvalidParameters {
+            detail: format!("invalid {}: {}", parameter.name, parameter.reason),
+            parameters: vec![parameter],
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.classify().0
+    }
+
+    /// Returns the stable `type` code of the error.
+    pub fn code(&self) -> &'static str {
+        self.classify().1
+    }
+
+    fn classify(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Room(error) => classify_room(error),
+            ApiError::Media(error) => classify_media(error),
+            ApiError::Auth(AuthError::Expired) => {
+                (StatusCode::UNAUTHORIZED, "system:error:expired-token")
+            }
+            ApiError::Auth(
+                AuthError::WeakSecret { .. } | AuthError::Signing(_) | AuthError::Clock,
+            ) => (StatusCode::INTERNAL_SERVER_ERROR, "system:error:internal"),
+            ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, "system:error:invalid-token"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "system:error:forbidden"),
+            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "request:error:invalid-json"),
+            ApiError::InvalidParameters { .. } => {
+                (StatusCode::BAD_REQUEST, "request:error:invalid-parameters")
+            }
+            ApiError::PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request:error:payload-too-large",
+            ),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "request:error:unsupported-media-type",
+            ),
+            ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "request:error:not-found"),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "request:error:method-not-allowed",
+            ),
+            ApiError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "system:error:draining"),
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        let status = self.status();
+        status.canonical_reason().unwrap_or("Error")
+    }
+}
+
+fn classify_room(error: &RoomError) -> (StatusCode, &'static str) {
+    use StatusCode as S;
+    match error {
+        RoomError::UserNotFound(_) | RoomError::UserNameNotFound(_) => {
+            (S::NOT_FOUND, "user:error:not-found")
+        }
+        RoomError::DuplicateUserName(_) => (S::CONFLICT, "user:error:duplicate-name"),
+        RoomError::ConversationNotFound(_) => (S::NOT_FOUND, "conversation:error:not-found"),
+        RoomError::DuplicateConversationName(_) => {
+            (S::CONFLICT, "conversation:error:duplicate-name")
+        }
+        RoomError::MemberNotFound(_) => (S::NOT_FOUND, "member:error:not-found"),
+        RoomError::MemberNotJoined { .. } => (S::CONFLICT, "member:error:not-joined"),
+        RoomError::MemberAlreadyLeft(_) => (S::CONFLICT, "member:error:already-left"),
+        RoomError::AlreadyMember { .. } => (S::CONFLICT, "member:error:already-member"),
+        RoomError::LegNotFound(_) => (S::NOT_FOUND, "rtc:error:not-found"),
+        RoomError::DuplicateLeg(_) => (S::CONFLICT, "rtc:error:duplicate-leg"),
+        RoomError::NotAPublisherLeg(_) => (S::BAD_REQUEST, "rtc:error:not-a-publisher"),
+        RoomError::OwnPublisherLeg { .. } => (S::BAD_REQUEST, "rtc:error:own-leg"),
+        RoomError::InvalidField { .. } => (S::BAD_REQUEST, "request:error:invalid-parameters"),
+        RoomError::InvalidEventType(_) => (S::BAD_REQUEST, "event:error:invalid-type"),
+        RoomError::EventTypeNotPostable(_) => (S::BAD_REQUEST, "event:error:not-postable"),
+        RoomError::EventBodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "event:error:body-too-large"),
+    }
+}
+
+fn classify_media(error: &MediaError) -> (StatusCode, &'static str) {
+    use StatusCode as S;
+    match error {
+        MediaError::InvalidOffer(_) => (S::BAD_REQUEST, "rtc:error:invalid-sdp"),
+        MediaError::NoSupportedCodec(_) => (S::BAD_REQUEST, "rtc:error:no-supported-codec"),
+        MediaError::NothingToPublish => (S::BAD_REQUEST, "rtc:error:nothing-to-publish"),
+        MediaError::NothingToSubscribe(_) => (S::BAD_REQUEST, "rtc:error:nothing-to-subscribe"),
+        MediaError::DuplicateLeg(_) => (S::CONFLICT, "rtc:error:duplicate-leg"),
+        MediaError::LegNotFound(_) => (S::NOT_FOUND, "rtc:error:not-found"),
+        MediaError::NotAPublisher(_) => (S::BAD_REQUEST, "rtc:error:not-a-publisher"),
+        MediaError::NoSuchTrack(_) => (S::CONFLICT, "rtc:error:no-such-track"),
+        // These come from the node itself (its configuration, its socket or the WebRTC
+        // library), not from the request.
+        MediaError::Config(_) | MediaError::Bind { .. } | MediaError::Rtc(_) => {
+            (S::INTERNAL_SERVER_ERROR, "system:error:internal")
+        }
+        MediaError::Stopped => (S::SERVICE_UNAVAILABLE, "system:error:media-unavailable"),
+    }
+}
+
+/// The JSON body of an error response.
+#[derive(Serialize)]
+struct ErrorBody {
+    #[serde(rename = "type")]
+    code: &'static str,
+    title: &'static str,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invalid_parameters: Option<Vec<InvalidParameter>>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.classify();
+        if status.is_server_error() {
+            tracing::error!(code, error = %self, "request failed");
+        } else {
+            tracing::debug!(code, error = %self, "request rejected");
+        }
+
+        // Internal failures are logged above, and the client gets no internals.
+        let detail = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            "the node failed to handle the request; see its log".to_owned()
+        } else {
+            self.to_string()
+        };
+        let invalid_parameters = match &self {
+            ApiError::InvalidParameters { parameters, .. } => Some(parameters.clone()),
+            ApiError::Room(RoomError::InvalidField { field, reason }) => {
+                Some(vec![InvalidParameter {
+                    name: (*field).to_owned(),
+                    reason: reason.clone(),
+                }])
+            }
+            _ => None,
+        };
+        let body = ErrorBody {
+            code,
+            title: self.title(),
+            detail,
+            invalid_parameters,
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,144 @@
+//! `/conversations/{id}/events`: the conversation's event log.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use media::MediaError;
+use room::{ConversationId, EventQuery, EventType, MemberId, MuteChange, NewEvent, Order};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tracing::{debug, info};
+
+use super::ApiPath;
+use crate::access::{require_acting_as, require_reader};
+use crate::auth::Caller;
+use crate::convert::{media_kind, media_leg};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::AppState;
+use crate::views::{EventView, PostedEventView, event_href};
+
+/// Maximum `page_size` of an event listing, and the size used without one.
+pub const MAX_EVENT_PAGE_SIZE: usize = 100;
+
+#[derive(Deserialize)]
+pub(super) struct CreateEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    from: String,
+    to: Option<String>,
+    #[serde(default = "empty_object")]
+    body: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+/// `POST /conversations/{conversation_id}/events`: appends a `custom:<name>` or mute event from
+/// a JOINED member. A mute event also mutes or unmutes its target's publisher legs in the
+/// media worker. A user token may post only from its own member.
+pub(super) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(conversation_id): ApiPath<String>,
+    ApiJson(request): ApiJson<CreateEvent>,
+) -> Result<(StatusCode, Json<PostedEventView>), ApiError> {
+    let conversation_id = ConversationId::from(conversation_id);
+    let kind: EventType = request.kind.parse()?;
+    let from = MemberId::from(request.from);
+    require_acting_as(&state, &caller, &conversation_id, &from)?;
+
+    let _media_lock = state.lock_media(&conversation_id).await;
+    let posted = state.registry().post_event(
+        &conversation_id,
+        NewEvent {
+            kind,
+            from,
+            to: request.to.map(MemberId::from),
+            body: request.body,
+        },
+    )?;
+    if let Some(change) = &posted.mute {
+        apply_mute(&state, &conversation_id, change).await?;
+    }
+
+    let event = posted.event;
+    debug!(conversation = %conversation_id, event = event.id, kind = %event.kind, "event posted");
+    let view = PostedEventView {
+        id: event.id,
+        timestamp: event.timestamp,
+        href: event_href(conversation_id.as_str(), event.id),
+    };
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn apply_mute(
+    state: &AppState,
+    conversation_id: &ConversationId,
+    change: &MuteChange,
+) -> Result<(), ApiError> {
+    for leg in &change.publisher_legs {
+        let result = state
+            .media()
+            .set_muted(media_leg(leg), media_kind(change.kind), change.muted)
+            .await;
+        match result {
+            Ok(()) => {}
+            // The leg publishes no track of this kind, or the worker closed it and its event
+            // is not handled yet: there is nothing to mute.
+            Err(MediaError::NoSuchTrack(_) | MediaError::LegNotFound(_)) => {
+                debug!(leg = %leg, kind = %change.kind, "no track to mute")
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    info!(
+        conversation = %conversation_id,
+        member = %change.member_id,
+        kind = %change.kind,
+        muted = change.muted,
+        legs = change.publisher_legs.len(),
+        "mute changed"
+    );
+    Ok(())
+}
+
+#[derive(Deserialize)]
+pub(super) struct ListEvents {
+    start_id: Option<u64>,
+    end_id: Option<u64>,
+    page_size: Option<usize>,
+    order: Option<Order>,
+}
+
+/// `GET /conversations/{conversation_id}/events`: the log, oldest first unless `order=desc`.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(conversation_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ListEvents>,
+) -> Result<Json<Vec<EventView>>, ApiError> {
+    let conversation_id = ConversationId::from(conversation_id);
+    let page_size = query.page_size.unwrap_or(MAX_EVENT_PAGE_SIZE);
+    if !(1..=MAX_EVENT_PAGE_SIZE).contains(&page_size) {
+        return Err(ApiError::invalid_parameter(
+            "page_size",
+            format!("must be between 1 and {MAX_EVENT_PAGE_SIZE}"),
+        ));
+    }
+    require_reader(&state, &caller, &conversation_id)?;
+
+    let window = EventQuery {
+        start_id: query.start_id,
+        end_id: query.end_id,
+        page_size,
+        order: query.order.unwrap_or_default(),
+    };
+    let events = state.registry().events(&conversation_id, &window)?;
+    let views = events
+        .into_iter()
+        .map(|event| EventView::new(conversation_id.as_str(), event))
+        .collect();
+    Ok(Json(views))
+}

@@ -1,0 +1,181 @@
+//! `/conversations/{id}/members`: users' memberships of a conversation.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use media::MediaError;
+use room::{Channel, ConversationId, Leg, MemberAction, MemberId, User, UserId};
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use super::ApiPath;
+use crate::access::{caller_user, require_acting_as, require_reader};
+use crate::auth::Caller;
+use crate::convert::media_leg;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+use crate::views::MemberView;
+
+#[derive(Deserialize)]
+pub(super) struct AddMember {
+    user_id: Option<String>,
+    user_name: Option<String>,
+    action: MemberAction,
+    /// Parsed only to reject other channel types: `{"type": "app"}` is the only one, so the
+    /// field may be left out.
+    #[serde(default, rename = "channel")]
+    _channel: Channel,
+}
+
+/// `POST /conversations/{conversation_id}/members`: joins or invites a user. A user token may
+/// join only its own user, and may invite others only while it is a JOINED member.
+pub(super) async fn add(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(conversation_id): ApiPath<String>,
+    ApiJson(request): ApiJson<AddMember>,
+) -> Result<(StatusCode, Json<MemberView>), ApiError> {
+    let conversation_id = ConversationId::from(conversation_id);
+    state.registry().check_conversation(&conversation_id)?;
+    let user = resolve_user(&state, &request)?;
+
+    let invited_by = match caller_user(&state, &caller)? {
+        None => None,
+        Some(me) => check_user_may_add(&state, &conversation_id, &me, &user, request.action)?,
+    };
+    let member =
+        state
+            .registry()
+            .add_member(&conversation_id, &user.id, request.action, invited_by)?;
+    info!(
+        conversation = %conversation_id,
+        member = %member.id,
+        user = %member.user_id,
+        state = %member.state,
+        "member added"
+    );
+    Ok((StatusCode::CREATED, Json(member.into())))
+}
+
+/// Finds the user a request names by `user_id`, `user_name` or both (which must agree).
+fn resolve_user(state: &AppState, request: &AddMember) -> Result<User, ApiError> {
+    let registry = state.registry();
+    match (&request.user_id, &request.user_name) {
+        (None, None) => Err(ApiError::invalid_parameter(
+            "user_id",
+            "either user_id or user_name is required",
+        )),
+        (Some(id), None) => Ok(registry.user(&UserId::from(id.as_str()))?),
+        (None, Some(name)) => Ok(registry.user_by_name(name)?),
+        (Some(id), Some(name)) => {
+            let user = registry.user(&UserId::from(id.as_str()))?;
+            if user.name != *name {
+                return Err(ApiError::invalid_parameter(
+                    "user_name",
+                    format!("user {id} is named {:?}, not {name:?}", user.name),
+                ));
+            }
+            Ok(user)
+        }
+    }
+}
+
+/// Applies the user-token rules of adding a member and returns the inviter's name.
+fn check_user_may_add(
+    state: &AppState,
+    conversation_id: &ConversationId,
+    me: &User,
+    user: &User,
+    action: MemberAction,
+) -> Result<Option<String>, ApiError> {
+    match action {
+        MemberAction::Join if me.id == user.id => Ok(None),
+        MemberAction::Join => Err(ApiError::Forbidden(format!(
+            "user {:?} may join only itself, not user {:?}",
+            me.name, user.name
+        ))),
+        MemberAction::Invite => {
+            let inviter = state.registry().active_member_of(conversation_id, &me.id)?;
+            if !inviter.is_some_and(|member| member.is_joined()) {
+                return Err(ApiError::Forbidden(format!(
+                    "user {:?} may invite only as a JOINED member of conversation \
+                     {conversation_id}",
+                    me.name
+                )));
+            }
+            Ok(Some(me.name.clone()))
+        }
+    }
+}
+
+/// `GET /conversations/{conversation_id}/members`.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(conversation_id): ApiPath<String>,
+) -> Result<Json<Vec<MemberView>>, ApiError> {
+    let conversation_id = ConversationId::from(conversation_id);
+    require_reader(&state, &caller, &conversation_id)?;
+
+    let members = state.registry().members(&conversation_id)?;
+    Ok(Json(members.into_iter().map(MemberView::from).collect()))
+}
+
+/// `GET /conversations/{conversation_id}/members/{member_id}`.
+pub(super) async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((conversation_id, member_id)): ApiPath<(String, String)>,
+) -> Result<Json<MemberView>, ApiError> {
+    let conversation_id = ConversationId::from(conversation_id);
+    require_reader(&state, &caller, &conversation_id)?;
+
+    let member = state
+        .registry()
+        .member(&conversation_id, &MemberId::from(member_id))?;
+    Ok(Json(member.into()))
+}
+
+/// `DELETE /conversations/{conversation_id}/members/{member_id}`: the member leaves, and its
+/// legs close. A user token may remove only its own member.
+pub(super) async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((conversation_id, member_id)): ApiPath<(String, String)>,
+) -> Result<Json<MemberView>, ApiError> {
+    let conversation_id = ConversationId::from(conversation_id);
+    let member_id = MemberId::from(member_id);
+    require_acting_as(&state, &caller, &conversation_id, &member_id)?;
+
+    let _media_lock = state.lock_media(&conversation_id).await;
+    let departure = state
+        .registry()
+        .remove_member(&conversation_id, &member_id)?;
+    close_media_legs(&state, &departure.closed_legs).await;
+    info!(
+        conversation = %conversation_id,
+        member = %member_id,
+        closed_legs = departure.closed_legs.len(),
+        "member left"
+    );
+    Ok(Json(departure.member.into()))
+}
+
+/// Closes legs the room already removed. The room's change is kept whatever the worker
+/// returns, so failures are only logged.
+pub(crate) async fn close_media_legs(state: &AppState, legs: &[Leg]) {
+    for leg in legs {
+        match state.media().close_leg(media_leg(&leg.id)).await {
+            // A downstream leg closes with its publisher leg, so it may be gone already.
+            Ok(()) | Err(MediaError::LegNotFound(_)) => {}
+            Err(error) => warn!(
+                conversation = %leg.conversation_id,
+                member = %leg.member_id,
+                leg = %leg.id,
+                %error,
+                "closing a leg in the media worker failed"
+            ),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! `/users`: the application's users.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use room::{NewUser, UserId};
+use serde::Deserialize;
+use tracing::info;
+
+use super::ApiPath;
+use crate::access::{caller_user, require_admin};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+use crate::views::{Created, UserView, user_href};
+
+#[derive(Deserialize)]
+pub(super) struct CreateUser {
+    name: String,
+    display_name: Option<String>,
+}
+
+/// `POST /users`: admin only.
+pub(super) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<CreateUser>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    require_admin(&caller)?;
+
+    let user = state.registry().create_user(NewUser {
+        name: request.name,
+        display_name: request.display_name,
+    })?;
+    info!(user = %user.id, name = %user.name, "user created");
+
+    let created = Created {
+        href: user_href(user.id.as_str()),
+        id: user.id.to_string(),
+    };
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `GET /users`: admin only.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<UserView>>, ApiError> {
+    require_admin(&caller)?;
+    let users = state.registry().users();
+    Ok(Json(users.into_iter().map(UserView::from).collect()))
+}
+
+/// `GET /users/{user_id}`: an admin, or the user itself.
+pub(super) async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user_id): ApiPath<String>,
+) -> Result<Json<UserView>, ApiError> {
+    let user_id = UserId::from(user_id);
+    let user = state.registry().user(&user_id)?;
+
+    if let Some(me) = caller_user(&state, &caller)?
+        && me.id != user.id
+    {
+        return Err(ApiError::Forbidden(format!(
+            "user {:?} may read only its own user",
+            me.name
+        )));
+    }
+    Ok(Json(user.into()))
+}

@@ -1,0 +1,255 @@
+//! JSON shapes of responses.
+
+use room::{
+    Channel, Conversation, ConversationProperties, Event, ForwardingTable, LegState, MediaKind,
+    Member, MemberMedia, MemberState, MemberTimestamps, MuteState, User,
+};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// Path prefix of the REST API.
+pub const API_BASE: &str = "/v0.1";
+
+pub(crate) fn user_href(user_id: &str) -> String {
+    format!("{API_BASE}/users/{user_id}")
+}
+
+pub(crate) fn conversation_href(conversation_id: &str) -> String {
+    format!("{API_BASE}/conversations/{conversation_id}")
+}
+
+/// Body of a 201 response to a POST that created a resource.
+#[derive(Serialize)]
+pub(crate) struct Created {
+    pub id: String,
+    pub href: String,
+}
+
+#[derive(Serialize)]
+pub(crate) struct CreatedTimestamp {
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+}
+
+#[derive(Serialize)]
+pub(crate) struct UserView {
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub timestamp: CreatedTimestamp,
+    pub href: String,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> Self {
+        UserView {
+            href: user_href(user.id.as_str()),
+            id: user.id.to_string(),
+            name: user.name,
+            display_name: user.display_name,
+            timestamp: CreatedTimestamp {
+                created: user.created,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct MemberView {
+    pub id: String,
+    pub conversation_id: String,
+    pub user_id: String,
+    /// Name of the member's user.
+    pub name: String,
+    pub state: MemberState,
+    pub timestamp: MemberTimestamps,
+    pub channel: Channel,
+    pub media: MemberMedia,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invited_by: Option<String>,
+    pub href: String,
+}
+
+impl From<Member> for MemberView {
+    fn from(member: Member) -> Self {
+        MemberView {
+            href: format!(
+                "{}/members/{}",
+                conversation_href(member.conversation_id.as_str()),
+                member.id
+            ),
+            id: member.id.to_string(),
+            conversation_id: member.conversation_id.to_string(),
+            user_id: member.user_id.to_string(),
+            name: member.user_name,
+            state: member.state,
+            timestamp: member.timestamp,
+            channel: member.channel,
+            media: member.media,
+            invited_by: member.invited_by,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct PropertiesView {
+    pub video: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+}
+
+impl From<ConversationProperties> for PropertiesView {
+    fn from(properties: ConversationProperties) -> Self {
+        PropertiesView {
+            video: properties.video,
+            ttl: properties.ttl,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct ConversationView {
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub properties: PropertiesView,
+    pub timestamp: CreatedTimestamp,
+    /// Id of the newest event, 0 before the first one.
+    pub sequence_number: u64,
+    pub members: Vec<MemberView>,
+    pub href: String,
+}
+
+impl From<Conversation> for ConversationView {
+    fn from(conversation: Conversation) -> Self {
+        ConversationView {
+            href: conversation_href(conversation.id.as_str()),
+            id: conversation.id.to_string(),
+            name: conversation.name,
+            display_name: conversation.display_name,
+            properties: conversation.properties.into(),
+            timestamp: CreatedTimestamp {
+                created: conversation.created,
+            },
+            sequence_number: conversation.sequence_number,
+            members: conversation
+                .members
+                .into_iter()
+                .map(MemberView::from)
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct EventView {
+    #[serde(flatten)]
+    pub event: Event,
+    pub href: String,
+}
+
+impl EventView {
+    pub fn new(conversation_id: &str, event: Event) -> Self {
+        EventView {
+            href: event_href(conversation_id, event.id),
+            event,
+        }
+    }
+}
+
+pub(crate) fn event_href(conversation_id: &str, event_id: u64) -> String {
+    format!("{}/events/{event_id}", conversation_href(conversation_id))
+}
+
+/// Body of a 201 response to a posted event.
+#[derive(Serialize)]
+pub(crate) struct PostedEventView {
+    pub id: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub timestamp: OffsetDateTime,
+    pub href: String,
+}
+
+/// Body of a 201 response to an offer: `{rtc_id, body: {answer: {type: "answer", sdp}}}`.
+#[derive(Serialize)]
+pub(crate) struct RtcAnswerView {
+    pub rtc_id: String,
+    pub body: RtcAnswerBody,
+}
+
+#[derive(Serialize)]
+pub(crate) struct RtcAnswerBody {
+    pub answer: SessionDescription,
+}
+
+#[derive(Serialize)]
+pub(crate) struct SessionDescription {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub sdp: String,
+}
+
+impl RtcAnswerView {
+    pub fn new(rtc_id: String, sdp: String) -> Self {
+        RtcAnswerView {
+            rtc_id,
+            body: RtcAnswerBody {
+                answer: SessionDescription {
+                    kind: "answer",
+                    sdp,
+                },
+            },
+        }
+    }
+}
+
+/// The legs of a conversation, as the forwarding table the room derives.
+#[derive(Serialize)]
+pub(crate) struct LegsView {
+    pub publishers: Vec<PublisherView>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct PublisherView {
+    pub rtc_id: String,
+    pub member_id: String,
+    pub tracks: Vec<MediaKind>,
+    pub state: LegState,
+    pub muted: MuteState,
+    pub subscribers: Vec<SubscriberView>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct SubscriberView {
+    pub rtc_id: String,
+    pub member_id: String,
+    pub state: LegState,
+}
+
+impl From<ForwardingTable> for LegsView {
+    fn from(table: ForwardingTable) -> Self {
+        let publishers = table
+            .publishers
+            .into_iter()
+            .map(|publisher| PublisherView {
+                rtc_id: publisher.leg_id.to_string(),
+                member_id: publisher.member_id.to_string(),
+                tracks: publisher.tracks,
+                state: publisher.state,
+                muted: publisher.muted,
+                subscribers: publisher
+                    .subscribers
+                    .into_iter()
+                    .map(|subscriber| SubscriberView {
+                        rtc_id: subscriber.leg_id.to_string(),
+                        member_id: subscriber.member_id.to_string(),
+                        state: subscriber.state,
+                    })
+                    .collect(),
+            })
+            .collect();
+        LegsView { publishers }
+    }
+}

@@ -1,0 +1,270 @@
+//! An in-process node for the REST tests: the real router, registry and media worker (on
+//! 127.0.0.1 port 0), driven without an HTTP socket.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use media::{MediaConfig, MediaHandle};
+use room::Registry;
+use serde_json::{Value, json};
+use signaling::auth::{TokenIssuer, TokenVerifier};
+use signaling::{AppState, SignalingConfig};
+use tokio::task::JoinHandle;
+use tower::ServiceExt;
+
+pub const APPLICATION_ID: &str = "test-application";
+pub const SECRET: &[u8] = b"test-secret-test-secret-test-secret-0123";
+
+pub const PUBLISH_AV: &str = include_str!("../fixtures/chrome-publish-av.sdp");
+pub const RECVONLY: &str = include_str!("../fixtures/chrome-recvonly.sdp");
+pub const PUBLISH_H264_ONLY: &str = include_str!("../fixtures/chrome-publish-h264-only.sdp");
+pub const PUBLISH_H265_ONLY: &str = include_str!("../fixtures/chrome-publish-h265-only.sdp");
+
+pub struct TestNode {
+    pub app: Router,
+    pub state: AppState,
+    pub media: MediaHandle,
+    pub registry: Arc<Registry>,
+    pub issuer: TokenIssuer,
+    events_task: JoinHandle<()>,
+}
+
+/// A reply: status and JSON body (`Value::Null` for an empty body).
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Reply {
+    /// Returns the `type` code of an error body.
+    pub fn code(&self) -> &str {
+        self.body["type"].as_str().unwrap_or_default()
+    }
+}
+
+impl TestNode {
+    pub fn start() -> Self {
+        Self::with_config(SignalingConfig::default())
+    }
+
+    pub fn with_config(config: SignalingConfig) -> Self {
+        let media_config = MediaConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..MediaConfig::default()
+        };
+        let (media, events) = MediaHandle::start(media_config).expect("start the media worker");
+        let registry = Arc::new(Registry::new());
+        let verifier = TokenVerifier::hs256(APPLICATION_ID, SECRET).expect("verifier");
+        let issuer = TokenIssuer::hs256(APPLICATION_ID, SECRET).expect("issuer");
+        let state = AppState::new(registry.clone(), media.clone(), verifier, config);
+
+        let task_registry = registry.clone();
+        let events_task = tokio::spawn(async move {
+            signaling::process_media_events(&task_registry, events).await;
+        });
+        TestNode {
+            app: signaling::router(state.clone()),
+            state,
+            media,
+            registry,
+            issuer,
+            events_task,
+        }
+    }
+
+    pub fn admin(&self) -> String {
+        self.issuer
+            .mint(None, Duration::from_secs(600))
+            .expect("mint admin token")
+    }
+
+    pub fn user_token(&self, name: &str) -> String {
+        self.issuer
+            .mint(Some(name), Duration::from_secs(600))
+            .expect("mint user token")
+    }
+
+    /// Sends a request with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string())),
+            None => builder.body(Body::empty()),
+        }
+        .expect("build request");
+        self.send(request).await
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.app.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("read body")
+            .to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+                panic!(
+                    "body is not JSON ({error}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        Reply { status, body }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    pub async fn create_user(&self, name: &str) -> String {
+        let reply = self
+            .post("/v0.1/users", &self.admin(), json!({ "name": name }))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body["id"].as_str().expect("user id").to_owned()
+    }
+
+    pub async fn create_conversation(&self) -> String {
+        let reply = self
+            .post(
+                "/v0.1/conversations",
+                &self.admin(),
+                json!({ "properties": { "video": true } }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body["id"]
+            .as_str()
+            .expect("conversation id")
+            .to_owned()
+    }
+
+    /// Creates the user if needed and adds it to the conversation; returns the member id.
+    pub async fn add_member(&self, conversation: &str, user_name: &str, action: &str) -> String {
+        if self.registry.user_by_name(user_name).is_err() {
+            self.create_user(user_name).await;
+        }
+        let reply = self
+            .post(
+                &format!("/v0.1/conversations/{conversation}/members"),
+                &self.admin(),
+                json!({ "user_name": user_name, "action": action, "channel": { "type": "app" } }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body["id"].as_str().expect("member id").to_owned()
+    }
+
+    pub async fn join(&self, conversation: &str, user_name: &str) -> String {
+        self.add_member(conversation, user_name, "join").await
+    }
+
+    /// Posts an offer for a member with the admin token.
+    pub async fn offer(
+        &self,
+        conversation: &str,
+        member: &str,
+        sdp: &str,
+        subscribe: Option<&str>,
+    ) -> Reply {
+        self.offer_as(&self.admin(), conversation, member, sdp, subscribe)
+            .await
+    }
+
+    pub async fn offer_as(
+        &self,
+        token: &str,
+        conversation: &str,
+        member: &str,
+        sdp: &str,
+        subscribe: Option<&str>,
+    ) -> Reply {
+        let mut body = json!({ "offer": { "type": "offer", "sdp": sdp } });
+        if let Some(publisher) = subscribe {
+            body["subscribe"] = json!({ "rtc_id": publisher });
+        }
+        self.post(
+            &format!("/v0.1/conversations/{conversation}/rtc"),
+            token,
+            json!({ "from": member, "body": body }),
+        )
+        .await
+    }
+
+    /// Publishes the audio and video fixture and returns the leg id.
+    pub async fn publish(&self, conversation: &str, member: &str) -> String {
+        let reply = self.offer(conversation, member, PUBLISH_AV, None).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body["rtc_id"].as_str().expect("rtc_id").to_owned()
+    }
+
+    pub async fn subscribe(&self, conversation: &str, member: &str, publisher: &str) -> String {
+        let reply = self
+            .offer(conversation, member, RECVONLY, Some(publisher))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body["rtc_id"].as_str().expect("rtc_id").to_owned()
+    }
+
+    pub async fn events(&self, conversation: &str) -> Vec<Value> {
+        let reply = self
+            .get(
+                &format!("/v0.1/conversations/{conversation}/events"),
+                &self.admin(),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body.as_array().expect("an event array").clone()
+    }
+
+    pub async fn event_types(&self, conversation: &str) -> Vec<String> {
+        self.events(conversation)
+            .await
+            .iter()
+            .map(|event| event["type"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Number of legs the media worker holds.
+    pub async fn media_legs(&self) -> usize {
+        self.media.stats().await.expect("media stats").legs
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.events_task.abort();
+        self.media.shutdown();
+    }
+}

@@ -1,0 +1,504 @@
+//! Settings of a node: defaults, then a TOML file, then `SWITCHBOARD_*` environment variables.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that override settings: `SWITCHBOARD_<SECTION>_<KEY>`.
+pub const ENV_PREFIX: &str = "SWITCHBOARD_";
+
+/// Environment variable naming the TOML file, read when `--config` is not given.
+pub const CONFIG_FILE_ENV: &str = "SWITCHBOARD_CONFIG";
+
+/// Signing secret used when none is configured. It is public, so tokens signed with it prove
+/// nothing: a node using it is for development only, and prints a warning when it starts.
+pub const DEVELOPMENT_SECRET: &str = "switchboard-development-secret-not-for-production";
+
+/// Application id used when none is configured.
+pub const DEVELOPMENT_APPLICATION_ID: &str = "switchboard-development";
+
+/// All settings of a node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub media: MediaSettings,
+    pub auth: AuthSettings,
+    pub log: LogSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the HTTP API listens on.
+    pub address: SocketAddr,
+    /// Maximum size of a request body, in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 7880)),
+            body_limit: signaling::DEFAULT_BODY_LIMIT,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSettings {
+    /// Address of the one UDP socket that carries every leg.
+    pub bind: SocketAddr,
+    /// Address put in answers' ICE candidates, for NAT and load balancers, `bind` when unset.
+    pub announced_address: Option<SocketAddr>,
+    /// Minimum time between two keyframe requests to one publisher track, in milliseconds.
+    pub keyframe_request_interval_ms: u64,
+    /// Time without ICE consent checks after which a leg counts as disconnected, in
+    /// milliseconds.
+    pub ice_disconnected_timeout_ms: u64,
+    /// Further time without checks after which the leg is closed, in milliseconds.
+    pub ice_failed_timeout_ms: u64,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        let defaults = media::MediaConfig::default();
+        MediaSettings {
+            bind: defaults.bind,
+            announced_address: defaults.announced_address,
+            keyframe_request_interval_ms: millis(defaults.keyframe_request_interval),
+            ice_disconnected_timeout_ms: millis(defaults.ice_disconnected_timeout),
+            ice_failed_timeout_ms: millis(defaults.ice_failed_timeout),
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl MediaSettings {
+    pub fn to_media_config(&self) -> media::MediaConfig {
+        media::MediaConfig {
+            bind: self.bind,
+            announced_address: self.announced_address,
+            keyframe_request_interval: Duration::from_millis(self.keyframe_request_interval_ms),
+            ice_disconnected_timeout: Duration::from_millis(self.ice_disconnected_timeout_ms),
+            ice_failed_timeout: Duration::from_millis(self.ice_failed_timeout_ms),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 signing secret shared with the application's backend, at least 32 bytes.
+    pub secret: Secret,
+    /// Application id that every token's `application_id` claim must match.
+    pub application_id: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            secret: Secret(DEVELOPMENT_SECRET.to_owned()),
+            application_id: DEVELOPMENT_APPLICATION_ID.to_owned(),
+        }
+    }
+}
+
+impl AuthSettings {
+    pub fn uses_development_secret(&self) -> bool {
+        self.secret.expose() == DEVELOPMENT_SECRET
+    }
+}
+
+/// A secret string that never appears in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// `tracing` filter directives, such as `info,signaling=debug`.
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Text,
+            // The DTLS layer of the WebRTC library (rtc-dtls 0.21) logs handshake retransmits,
+            // unexpected messages and unknown extensions at warn, all of which a peer can cause.
+            filter: "info,rtc_dtls=error".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// Time between `/readyz` turning 503 and the HTTP listener closing, in milliseconds, so
+    /// that a load balancer stops sending new work first.
+    pub drain_delay_ms: u64,
+    /// Maximum wait for in-flight HTTP requests to finish, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        ShutdownSettings {
+            drain_delay_ms: 0,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// One setting, for the `--help` text, the environment overrides and their test.
+pub struct SettingDoc {
+    /// Key in the TOML file, `section.key`.
+    pub key: &'static str,
+    pub description: &'static str,
+    /// Whether the value is text, which is read from the environment as it is. Other values
+    /// are parsed, so that `SWITCHBOARD_HTTP_BODY_LIMIT=1000` is a number.
+    pub is_text: bool,
+}
+
+impl SettingDoc {
+    /// Name of the environment variable that overrides this setting.
+    pub fn env_var(&self) -> String {
+        format!(
+            "{ENV_PREFIX}{}",
+            self.key.replace('.', "_").to_ascii_uppercase()
+        )
+    }
+}
+
+/// Every setting, in the order `--help` lists them.
+pub const SETTINGS: &[SettingDoc] = &[
+    SettingDoc {
+        key: "http.address",
+        description: "address of the HTTP API [default: 127.0.0.1:7880]",
+        is_text: true,
+    },
+    SettingDoc {
+        key: "http.body_limit",
+        description: "maximum request body, in bytes [default: 65536]",
+        is_text: false,
+    },
+    SettingDoc {
+        key: "media.bind",
+        description: "address of the media UDP socket [default: 127.0.0.1:7882]",
+        is_text: true,
+    },
+    SettingDoc {
+        key: "media.announced_address",
+        description: "address put in ICE candidates, for NAT and load balancers \
+                      [default: media.bind]",
+        is_text: true,
+    },
+    SettingDoc {
+        key: "media.keyframe_request_interval_ms",
+        description: "minimum time between keyframe requests to one track, in ms [default: 250]",
+        is_text: false,
+    },
+    SettingDoc {
+        key: "media.ice_disconnected_timeout_ms",
+        description: "time without ICE checks before a leg is disconnected, in ms [default: 5000]",
+        is_text: false,
+    },
+    SettingDoc {
+        key: "media.ice_failed_timeout_ms",
+        description: "further time without ICE checks before a leg is closed, in ms \
+                      [default: 25000]",
+        is_text: false,
+    },
+    SettingDoc {
+        key: "auth.secret",
+        description: "HS256 token signing secret, at least 32 bytes \
+                      [default: a public development secret]",
+        is_text: true,
+    },
+    SettingDoc {
+        key: "auth.application_id",
+        description: "application id that tokens must carry [default: switchboard-development]",
+        is_text: true,
+    },
+    SettingDoc {
+        key: "log.format",
+        description: "log format, text or json [default: text]",
+        is_text: true,
+    },
+    SettingDoc {
+        key: "log.filter",
+        description: "tracing filter directives [default: info,rtc_dtls=error]",
+        is_text: true,
+    },
+    SettingDoc {
+        key: "shutdown.drain_delay_ms",
+        description: "time /readyz reports 503 before the HTTP listener closes, in ms [default: 0]",
+        is_text: false,
+    },
+    SettingDoc {
+        key: "shutdown.timeout_ms",
+        description: "maximum wait for in-flight requests on shutdown, in ms [default: 10000]",
+        is_text: false,
+    },
+];
+
+impl Config {
+    /// Loads the defaults, then `file` if given, then `SWITCHBOARD_*` environment variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(environment());
+        for setting in SETTINGS.iter().filter(|setting| setting.is_text) {
+            // Parsed, an application id such as `0042` would become the number 42.
+            if let Ok(value) = std::env::var(setting.env_var()) {
+                figment = figment.merge(Serialized::default(setting.key, value));
+            }
+        }
+
+        let config: Config = figment.extract().context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Settings for a node on ephemeral loopback ports, for tests: HTTP and media bind
+    /// 127.0.0.1 port 0.
+    pub fn ephemeral() -> Config {
+        let mut config = Config::default();
+        config.http.address = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.media.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+
+    /// Checks the settings that the components would reject later with a less clear message.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let secret_length = self.auth.secret.expose().len();
+        if secret_length < signaling::auth::MIN_SECRET_BYTES {
+            bail!(
+                "auth.secret is {secret_length} bytes long, but it must be at least {} bytes",
+                signaling::auth::MIN_SECRET_BYTES
+            );
+        }
+        if self.auth.application_id.trim().is_empty() {
+            bail!("auth.application_id must not be empty");
+        }
+        if self.http.body_limit == 0 {
+            bail!("http.body_limit must be greater than 0");
+        }
+        if self.media.bind.ip().is_unspecified() && self.media.announced_address.is_none() {
+            bail!(
+                "media.bind is {}, which is no address a client can reach: set \
+                 media.announced_address",
+                self.media.bind
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Reads `SWITCHBOARD_<SECTION>_<KEY>` as `section.key`. Only the first underscore separates,
+/// because keys contain underscores themselves.
+fn environment() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .ignore(&["config"])
+        .map(|key| key.as_str().replacen('_', ".", 1).into())
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment::Jail fixes its closures' error type to figment::Error"
+)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    fn address(text: &str) -> SocketAddr {
+        text.parse().expect("a socket address")
+    }
+
+    #[test]
+    fn defaults_are_a_loopback_development_node() {
+        Jail::expect_with(|_| {
+            let config = Config::load(None).expect("load");
+            assert_eq!(config.http.address, address("127.0.0.1:7880"));
+            assert_eq!(config.media.bind, address("127.0.0.1:7882"));
+            assert!(config.auth.uses_development_secret());
+            assert_eq!(config.log.filter, "info,rtc_dtls=error");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_every_setting() {
+        let values = [
+            ("http.address", "127.0.0.1:9000"),
+            ("http.body_limit", "1000"),
+            ("media.bind", "127.0.0.1:9001"),
+            ("media.announced_address", "192.0.2.1:9001"),
+            ("media.keyframe_request_interval_ms", "500"),
+            ("media.ice_disconnected_timeout_ms", "1000"),
+            ("media.ice_failed_timeout_ms", "2000"),
+            ("auth.secret", "0123456789abcdef0123456789abcdef"),
+            ("auth.application_id", "0042"),
+            ("log.format", "json"),
+            ("log.filter", "debug"),
+            ("shutdown.drain_delay_ms", "300"),
+            ("shutdown.timeout_ms", "400"),
+        ];
+        assert_eq!(
+            values.len(),
+            SETTINGS.len(),
+            "every documented setting has a value here"
+        );
+
+        Jail::expect_with(|jail| {
+            for setting in SETTINGS {
+                let value = values
+                    .iter()
+                    .find(|(key, _)| *key == setting.key)
+                    .map(|(_, value)| *value)
+                    .expect("a test value");
+                jail.set_env(setting.env_var(), value);
+            }
+
+            let config = Config::load(None).expect("load");
+            assert_eq!(config.http.address, address("127.0.0.1:9000"));
+            assert_eq!(config.http.body_limit, 1000);
+            assert_eq!(config.media.bind, address("127.0.0.1:9001"));
+            assert_eq!(
+                config.media.announced_address,
+                Some(address("192.0.2.1:9001"))
+            );
+            assert_eq!(config.media.keyframe_request_interval_ms, 500);
+            assert_eq!(config.media.ice_disconnected_timeout_ms, 1000);
+            assert_eq!(config.media.ice_failed_timeout_ms, 2000);
+            assert_eq!(
+                config.auth.secret.expose(),
+                "0123456789abcdef0123456789abcdef"
+            );
+            assert_eq!(config.auth.application_id, "0042");
+            assert_eq!(config.log.format, LogFormat::Json);
+            assert_eq!(config.log.filter, "debug");
+            assert_eq!(config.shutdown.drain_delay_ms, 300);
+            assert_eq!(config.shutdown.timeout_ms, 400);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "switchboard.toml",
+                r#"
+                [http]
+                address = "127.0.0.1:9100"
+                body_limit = 2048
+
+                [auth]
+                application_id = "from-file"
+                "#,
+            )?;
+            jail.set_env("SWITCHBOARD_HTTP_ADDRESS", "127.0.0.1:9200");
+            jail.set_env("SWITCHBOARD_CONFIG", "ignored-here.toml");
+
+            let config = Config::load(Some(Path::new("switchboard.toml"))).expect("load");
+            assert_eq!(config.http.address, address("127.0.0.1:9200"));
+            assert_eq!(config.http.body_limit, 2048);
+            assert_eq!(config.auth.application_id, "from-file");
+            assert_eq!(config.media.bind, address("127.0.0.1:7882"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_setting_is_rejected() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHBOARD_HTTP_ADRESS", "127.0.0.1:9000");
+            let error = Config::load(None).expect_err("a misspelt key");
+            assert!(format!("{error:#}").contains("adress"), "{error:#}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_rejected() {
+        Jail::expect_with(|_| {
+            let error = Config::load(Some(Path::new("missing.toml"))).expect_err("no file");
+            assert!(error.to_string().contains("missing.toml"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn short_secret_is_rejected() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHBOARD_AUTH_SECRET", "short");
+            let error = Config::load(None).expect_err("a short secret");
+            assert!(error.to_string().contains("auth.secret"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unspecified_media_bind_needs_announced_address() {
+        let mut config = Config::default();
+        config.media.bind = address("0.0.0.0:7882");
+        assert!(config.validate().is_err());
+        config.media.announced_address = Some(address("192.0.2.1:7882"));
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn secret_is_not_in_debug_output() {
+        let config = Config::default();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(DEVELOPMENT_SECRET));
+    }
+}

@@ -1,0 +1,36 @@
+//! The Switchboard node: configuration, the wiring of signaling, room and media, logging and
+//! graceful shutdown. The `switchboard` binary is a thin command line over this library, which
+//! tests use to start real nodes in-process.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let node = switchboard::Node::start(switchboard::Config::ephemeral()).await?;
+//! let token = node.admin_token(std::time::Duration::from_secs(600))?;
+//! println!("{} {} {token}", node.http_url(), node.media_address());
+//! node.shutdown().await
+//! # }
+//! ```
+
+pub mod config;
+mod node;
+mod telemetry;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use signaling::auth::TokenIssuer;
+
+pub use config::Config;
+pub use node::{Node, run};
+pub use telemetry::init_tracing;
+
+/// Mints a token for the configured secret and application: an admin token without `user`,
+/// else one acting as the user of that name.
+pub fn mint_token(config: &Config, user: Option<&str>, ttl: Duration) -> anyhow::Result<String> {
+    let issuer = TokenIssuer::hs256(
+        &config.auth.application_id,
+        config.auth.secret.expose().as_bytes(),
+    )
+    .context("invalid auth settings")?;
+    issuer.mint(user, ttl).context("failed to mint a token")
+}

@@ -1,0 +1,163 @@
+//! The `switchboard` command: runs a node, or mints a token for its key.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use switchboard::config::{CONFIG_FILE_ENV, ENV_PREFIX, SETTINGS};
+use switchboard::{Config, Node};
+
+/// A self-hosted video conferencing SFU.
+///
+/// Without a command, runs a node. With no config file and no SWITCHBOARD_* variables it is a
+/// development node on 127.0.0.1: HTTP on port 7880, media on UDP port 7882, tokens signed with
+/// a public development secret.
+#[derive(Parser)]
+#[command(name = "switchboard", version)]
+struct Cli {
+    /// TOML file with settings. SWITCHBOARD_* environment variables override it.
+    #[arg(long, global = true, env = CONFIG_FILE_ENV, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a node until SIGINT or SIGTERM (the default command).
+    Serve,
+    /// Prints a token signed with the configured secret for the configured application.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("principal").required(true).args(["admin", "user"])))]
+struct TokenArgs {
+    /// Mint an admin token, which may do everything.
+    #[arg(long)]
+    admin: bool,
+    /// Mint a token that acts as the user of this name.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// Lifetime of the token, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
+    ttl: u64,
+}
+
+fn main() -> ExitCode {
+    match run_command() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("switchboard: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command() -> anyhow::Result<()> {
+    let matches = Cli::command().after_help(settings_help()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).map_err(|error| error.exit())?;
+    let config = Config::load(cli.config.as_deref())?;
+
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            switchboard::init_tracing(&config.log)?;
+            let runtime = tokio::runtime::Runtime::new().context("failed to start the runtime")?;
+            runtime.block_on(serve(config, cli.config.as_deref()))
+        }
+        Command::Token(args) => {
+            let user = if args.admin {
+                None
+            } else {
+                args.user.as_deref()
+            };
+            let token = switchboard::mint_token(&config, user, Duration::from_secs(args.ttl))?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config, config_file: Option<&Path>) -> anyhow::Result<()> {
+    let development_secret = config.auth.uses_development_secret();
+    let node = Node::start(config).await?;
+    print_start_message(&node, config_file, development_secret);
+
+    wait_for_shutdown_signal().await?;
+    node.shutdown().await
+}
+
+/// Tells the person who started the node where it listens and how to get a token.
+fn print_start_message(node: &Node, config_file: Option<&Path>, development_secret: bool) {
+    println!(
+        "Switchboard is listening: HTTP API on {}, media on UDP {}.",
+        node.http_url(),
+        node.media_address()
+    );
+    if development_secret {
+        println!(
+            "Tokens are signed with the public development secret; set {ENV_PREFIX}AUTH_SECRET \
+             before others can reach this node."
+        );
+    }
+
+    let program = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| OsString::from("switchboard"));
+    let mut command = program.to_string_lossy().into_owned();
+    if let Some(file) = config_file {
+        command = format!("{command} --config {}", file.display());
+    }
+    println!("Mint a token for this node with:");
+    println!("  {command} token --admin");
+    println!("  {command} token --user NAME");
+    let has_overrides =
+        std::env::vars_os().any(|(key, _)| key.to_string_lossy().starts_with(ENV_PREFIX));
+    if has_overrides {
+        println!("in an environment with the same {ENV_PREFIX}* variables as this node.");
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut terminate = signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("failed to listen for SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutdown signal received");
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+    tokio::signal::ctrl_c()
+        .await
+        .context("failed to listen for Ctrl-C")?;
+    tracing::info!("shutdown signal received");
+    Ok(())
+}
+
+/// Builds the settings part of `--help`: every TOML key with the environment variable that
+/// overrides it.
+fn settings_help() -> String {
+    let mut help = format!(
+        "Settings: defaults, then the TOML file (--config or {CONFIG_FILE_ENV}), then environment \
+         variables. A TOML key section.key is set by {ENV_PREFIX}SECTION_KEY.\n"
+    );
+    for setting in SETTINGS {
+        help.push_str(&format!(
+            "\n  {}  ({})\n      {}",
+            setting.key,
+            setting.env_var(),
+            setting.description
+        ));
+    }
+    help
+}

@@ -1,0 +1,374 @@
+//! A running node: the HTTP API, the media worker and the task between them.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use media::MediaHandle;
+use room::Registry;
+use signaling::auth::{TokenIssuer, TokenVerifier};
+use signaling::{AppState, SignalingConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+/// Maximum wait for the media event task after the worker stopped. The worker drops its
+/// event sender when its thread ends, so the task normally ends at once.
+const EVENT_TASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A node started by [`Node::start`]. Call [`Node::shutdown`] to stop it gracefully. Dropping
+/// it stops it without waiting for in-flight requests.
+pub struct Node {
+    config: Config,
+    http_address: SocketAddr,
+    media: MediaHandle,
+    state: AppState,
+    registry: Arc<Registry>,
+    issuer: TokenIssuer,
+    stop_http: Option<oneshot::Sender<()>>,
+    http_task: Option<JoinHandle<std::io::Result<()>>>,
+    events_task: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Binds the HTTP listener and the media socket and starts serving. Either address may
+    /// use port 0, and [`Node::http_address`] and [`Node::media_address`] return the bound
+    /// ones.
+    pub async fn start(config: Config) -> anyhow::Result<Node> {
+        config.validate()?;
+        let verifier = TokenVerifier::hs256(
+            &config.auth.application_id,
+            config.auth.secret.expose().as_bytes(),
+        )
+        .context("invalid auth settings")?;
+        let issuer = TokenIssuer::hs256(
+            &config.auth.application_id,
+            config.auth.secret.expose().as_bytes(),
+        )
+        .context("invalid auth settings")?;
+
+        let listener = TcpListener::bind(config.http.address)
+            .await
+            .with_context(|| {
+                format!(
+                    "failed to bind the HTTP listener on {}",
+                    config.http.address
+                )
+            })?;
+        let http_address = listener
+            .local_addr()
+            .context("failed to read the HTTP listener's address")?;
+        let (media, media_events) = MediaHandle::start(config.media.to_media_config())
+            .context("failed to start the media worker")?;
+
+        let registry = Arc::new(Registry::new());
+        let signaling_config = SignalingConfig {
+            body_limit: config.http.body_limit,
+        };
+        let state = AppState::new(registry.clone(), media.clone(), verifier, signaling_config);
+
+        let task_registry = registry.clone();
+        let events_task = tokio::spawn(async move {
+            signaling::process_media_events(&task_registry, media_events).await;
+        });
+        let (stop_http, stopped) = oneshot::channel::<()>();
+        let app = signaling::router(state.clone());
+        let http_task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    // A dropped sender stops the server as well.
+                    let _ = stopped.await;
+                })
+                .await
+        });
+
+        info!(
+            http = %http_address,
+            media = %media.local_addr(),
+            announced = %media.announced_address(),
+            application_id = %config.auth.application_id,
+            "node started"
+        );
+        Ok(Node {
+            config,
+            http_address,
+            media,
+            state,
+            registry,
+            issuer,
+            stop_http: Some(stop_http),
+            http_task: Some(http_task),
+            events_task: Some(events_task),
+        })
+    }
+
+    /// Address the HTTP API listens on.
+    pub fn http_address(&self) -> SocketAddr {
+        self.http_address
+    }
+
+    /// Address the media UDP socket is bound to.
+    pub fn media_address(&self) -> SocketAddr {
+        self.media.local_addr()
+    }
+
+    /// Base URL of the HTTP API, such as `http://127.0.0.1:7880`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_address)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn media(&self) -> &MediaHandle {
+        &self.media
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Mints an admin token for this node, valid for `ttl`.
+    pub fn admin_token(&self, ttl: Duration) -> anyhow::Result<String> {
+        self.issuer
+            .mint(None, ttl)
+            .context("failed to mint a token")
+    }
+
+    /// Mints a token acting as the user named `user`, valid for `ttl`.
+    pub fn user_token(&self, user: &str, ttl: Duration) -> anyhow::Result<String> {
+        self.issuer
+            .mint(Some(user), ttl)
+            .context("failed to mint a token")
+    }
+
+    /// Stops the node: `/readyz` turns 503, and after the configured drain delay the HTTP
+    /// listener closes and in-flight requests finish (up to the shutdown timeout). Then the
+    /// media worker closes every leg, and the room records their ends.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        info!("node draining");
+        self.state.start_draining();
+        tokio::time::sleep(Duration::from_millis(self.config.shutdown.drain_delay_ms)).await;
+
+        if let Some(stop_http) = self.stop_http.take() {
+            let _ = stop_http.send(());
+        }
+        if let Some(http_task) = self.http_task.take() {
+            let timeout = Duration::from_millis(self.config.shutdown.timeout_ms);
+            match tokio::time::timeout(timeout, http_task).await {
+                Ok(joined) => joined
+                    .context("the HTTP server task failed")?
+                    .context("the HTTP server failed")?,
+                Err(_) => warn!(
+                    timeout_ms = self.config.shutdown.timeout_ms,
+                    "in-flight requests did not finish before the shutdown timeout"
+                ),
+            }
+        }
+
+        let media = self.media.clone();
+        tokio::task::spawn_blocking(move || media.shutdown())
+            .await
+            .context("the media shutdown task failed")?;
+        if let Some(events_task) = self.events_task.take()
+            && tokio::time::timeout(EVENT_TASK_TIMEOUT, events_task)
+                .await
+                .is_err()
+        {
+            warn!("the media event task did not end after the media worker stopped");
+        }
+        info!("node stopped");
+        Ok(())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // After `shutdown` every field below is already taken and the worker stopped.
+        if let Some(stop_http) = self.stop_http.take() {
+            let _ = stop_http.send(());
+        }
+        if let Some(http_task) = self.http_task.take() {
+            http_task.abort();
+            self.media.shutdown();
+        }
+        if let Some(events_task) = self.events_task.take() {
+            events_task.abort();
+        }
+    }
+}
+
+/// Runs a node until `shutdown_signal` completes, then shuts it down gracefully.
+pub async fn run(config: Config, shutdown_signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let node = Node::start(config).await?;
+    shutdown_signal.await;
+    node.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::Node;
+    use crate::config::Config;
+
+    const PUBLISH_AV: &str = include_str!("../../signaling/tests/fixtures/chrome-publish-av.sdp");
+
+    /// Sends one HTTP/1.1 request on a new connection and returns the status and JSON body.
+    async fn request(
+        address: SocketAddr,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        let body = body.map(|body| body.to_string()).unwrap_or_default();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if let Some(token) = token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await.expect("send head");
+        stream.write_all(body.as_bytes()).await.expect("send body");
+
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("read response");
+        let (head, body) = response.split_once("\r\n\r\n").expect("a header block");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|status| status.parse().ok())
+            .expect("a status code");
+        let body = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(body).expect("a JSON body")
+        };
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn ephemeral_node_serves_http_on_bound_port() {
+        let node = Node::start(Config::ephemeral()).await.expect("start");
+        assert_ne!(node.http_address().port(), 0);
+        assert_ne!(node.media_address().port(), 0);
+        assert!(node.http_address().ip().is_loopback());
+
+        let (status, body) = request(node.http_address(), "GET", "/healthz", None, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["status"], "ok");
+        let token = node.admin_token(Duration::from_secs(60)).expect("token");
+        let (status, _) = request(
+            node.http_address(),
+            "GET",
+            "/v0.1/users",
+            Some(&token),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+
+        node.shutdown().await.expect("shutdown");
+    }
+
+    #[tokio::test]
+    async fn shutdown_drains_then_closes_legs() {
+        let mut config = Config::ephemeral();
+        config.shutdown.drain_delay_ms = 500;
+        let node = Node::start(config).await.expect("start");
+        let address = node.http_address();
+        let token = node.admin_token(Duration::from_secs(60)).expect("token");
+
+        let (_, conversation) = request(
+            address,
+            "POST",
+            "/v0.1/conversations",
+            Some(&token),
+            Some(json!({})),
+        )
+        .await;
+        let conversation = conversation["id"]
+            .as_str()
+            .expect("conversation id")
+            .to_owned();
+        let (status, _) = request(
+            address,
+            "POST",
+            "/v0.1/users",
+            Some(&token),
+            Some(json!({ "name": "alice" })),
+        )
+        .await;
+        assert_eq!(status, 201);
+        let (_, member) = request(
+            address,
+            "POST",
+            &format!("/v0.1/conversations/{conversation}/members"),
+            Some(&token),
+            Some(json!({ "user_name": "alice", "action": "join" })),
+        )
+        .await;
+        let member = member["id"].as_str().expect("member id").to_owned();
+        let (status, leg) = request(
+            address,
+            "POST",
+            &format!("/v0.1/conversations/{conversation}/rtc"),
+            Some(&token),
+            Some(json!({
+                "from": member,
+                "body": { "offer": { "type": "offer", "sdp": PUBLISH_AV } },
+            })),
+        )
+        .await;
+        assert_eq!(status, 201, "{leg}");
+        let leg = leg["rtc_id"].as_str().expect("rtc_id").to_owned();
+
+        let state = node.state().clone();
+        let registry_conversation = room::ConversationId::from(conversation.as_str());
+        let shutdown = tokio::spawn(node.shutdown());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(state.is_draining());
+        let (status, body) = request(address, "GET", "/readyz", None, None).await;
+        assert_eq!(status, 503);
+        assert_eq!(body["status"], "draining");
+
+        shutdown.await.expect("join").expect("shutdown");
+        assert!(
+            TcpStream::connect(address).await.is_err(),
+            "the listener is closed"
+        );
+        let events = state
+            .registry()
+            .events(&registry_conversation, &room::EventQuery::default())
+            .expect("events");
+        let terminate = events
+            .iter()
+            .find(|event| event.kind == room::EventType::RtcTerminate)
+            .expect("an rtc:terminate event");
+        assert_eq!(terminate.body["rtc_id"], leg.as_str());
+        assert_eq!(terminate.body["reason"], "shutdown");
+    }
+}

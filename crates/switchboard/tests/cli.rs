@@ -1,0 +1,184 @@
+//! Runs the built `switchboard` binary: its token command and a node started with no
+//! arguments.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use signaling::auth::TokenVerifier;
+use switchboard::config::{DEVELOPMENT_APPLICATION_ID, DEVELOPMENT_SECRET, ENV_PREFIX, SETTINGS};
+
+/// Builds a command that runs the binary without the `SWITCHBOARD_*` variables of the
+/// environment running the tests, so that it uses its defaults.
+fn switchboard() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with(ENV_PREFIX) {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn mint(args: &[&str]) -> String {
+    let output = switchboard()
+        .arg("token")
+        .args(args)
+        .output()
+        .expect("run switchboard token");
+    assert!(
+        output.status.success(),
+        "switchboard token {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("UTF-8 token")
+        .trim()
+        .to_owned()
+}
+
+fn development_verifier() -> TokenVerifier {
+    TokenVerifier::hs256(DEVELOPMENT_APPLICATION_ID, DEVELOPMENT_SECRET.as_bytes())
+        .expect("verifier")
+}
+
+#[test]
+fn admin_token_verifies_with_development_secret() {
+    let token = mint(&["--admin"]);
+    let caller = development_verifier().verify(&token).expect("valid token");
+    assert!(caller.is_admin());
+    assert_eq!(caller.claims.exp - caller.claims.iat, 86_400);
+}
+
+#[test]
+fn user_token_carries_user_and_ttl() {
+    let token = mint(&["--user", "alice", "--ttl", "60"]);
+    let caller = development_verifier().verify(&token).expect("valid token");
+    assert_eq!(caller.user_name(), Some("alice"));
+    assert_eq!(caller.claims.exp - caller.claims.iat, 60);
+}
+
+#[test]
+fn token_needs_admin_or_user() {
+    let output = switchboard()
+        .arg("token")
+        .output()
+        .expect("run switchboard token");
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn help_lists_every_setting() {
+    let output = switchboard().arg("--help").output().expect("run --help");
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).expect("UTF-8 help");
+    for setting in SETTINGS {
+        assert!(help.contains(setting.key), "--help lacks {}", setting.key);
+        assert!(
+            help.contains(&setting.env_var()),
+            "--help lacks {}",
+            setting.env_var()
+        );
+    }
+}
+
+/// Sends `GET path` and returns the status code.
+fn http_get(address: &str, path: &str) -> u16 {
+    let mut stream = TcpStream::connect(address).expect("connect to the node");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("set timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+/// Kills the node if the test fails before it stops it.
+struct RunningNode(Child);
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn node_without_arguments_serves_and_stops() {
+    // Port 0 through the environment, so that the test never clashes with a running node.
+    let child = switchboard()
+        .env("SWITCHBOARD_HTTP_ADDRESS", "127.0.0.1:0")
+        .env("SWITCHBOARD_MEDIA_BIND", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start switchboard");
+    let mut node = RunningNode(child);
+
+    let stdout = node.0.stdout.take().expect("stdout");
+    let (lines_tx, lines) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    let address = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no start message; printed so far: {printed:?}"));
+        let found = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .map(str::to_owned);
+        printed.push(line);
+        if let Some(address) = found {
+            break address;
+        }
+    };
+    while let Ok(line) = lines.recv_timeout(Duration::from_millis(500)) {
+        printed.push(line);
+    }
+    assert!(
+        printed.iter().any(|line| line.contains("token --admin")),
+        "{printed:?}"
+    );
+
+    assert_eq!(http_get(&address, "/healthz"), 200);
+    assert_eq!(http_get(&address, "/readyz"), 200);
+    assert_eq!(http_get(&address, "/v0.1/users"), 401);
+
+    let signal = Command::new("kill")
+        .args(["-TERM", &node.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(signal.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = node.0.try_wait().expect("poll the node") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not stop on SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "the node exited with {status}");
+}
