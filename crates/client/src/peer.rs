@@ -72,7 +72,7 @@ fn opus_codec() -> RTCRtpCodec {
     }
 }
 
-/// Marks inbound PLI and FIR for the application, so a publisher sees keyframe requests.
+/// Marks inbound PLI and FIR for the application, so a publisher receives keyframe requests.
 #[derive(Default)]
 struct KeyframeRequestMarker {
     read_queue: VecDeque<TaggedPacket>,
@@ -170,7 +170,7 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-/// What a subscriber received, in arrival order.
+/// A packet a subscriber received, with its header fields and arrival time.
 #[derive(Clone, Debug)]
 pub struct ReceivedPacket {
     pub kind: Kind,
@@ -311,7 +311,7 @@ impl Connection {
     }
 }
 
-/// How a publisher sends its synthetic media.
+/// Settings of a publisher's synthetic media.
 #[derive(Clone, Debug)]
 pub struct SendPlan {
     pub video_packet_size: usize,
@@ -356,7 +356,7 @@ pub struct Publisher {
     pub audio_ssrc: u32,
     pub video_ssrc: u32,
     keyframe_requests: Arc<AtomicU64>,
-    keyframe_wanted: Arc<AtomicBool>,
+    keyframe_requested: Arc<AtomicBool>,
     sent: Arc<Mutex<Vec<SentPacket>>>,
     stop: Arc<AtomicBool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -401,7 +401,7 @@ impl Publisher {
             audio_ssrc,
             video_ssrc,
             keyframe_requests: Arc::new(AtomicU64::new(0)),
-            keyframe_wanted: Arc::new(AtomicBool::new(false)),
+            keyframe_requested: Arc::new(AtomicBool::new(false)),
             sent: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(AtomicBool::new(false)),
             tasks: Mutex::new(Vec::new()),
@@ -413,7 +413,7 @@ impl Publisher {
     fn watch_keyframe_requests(&self) {
         let video = Arc::clone(&self.video);
         let requests = Arc::clone(&self.keyframe_requests);
-        let wanted = Arc::clone(&self.keyframe_wanted);
+        let requested = Arc::clone(&self.keyframe_requested);
         let task = tokio::spawn(async move {
             while let Some(event) = video.poll().await {
                 let TrackLocalEvent::OnRtcpPacket(packets) = event else {
@@ -424,7 +424,7 @@ impl Publisher {
                     .any(|packet| is_keyframe_request(packet.as_ref()))
                 {
                     requests.fetch_add(1, Ordering::SeqCst);
-                    wanted.store(true, Ordering::SeqCst);
+                    requested.store(true, Ordering::SeqCst);
                 }
             }
         });
@@ -476,7 +476,7 @@ impl Publisher {
             let video = Arc::clone(&self.video);
             let sent = Arc::clone(&self.sent);
             let stop = Arc::clone(&self.stop);
-            let wanted = Arc::clone(&self.keyframe_wanted);
+            let requested = Arc::clone(&self.keyframe_requested);
             let ssrc = self.video_ssrc;
             let plan = plan.clone();
             self.push_task(tokio::spawn(async move {
@@ -487,7 +487,7 @@ impl Publisher {
                 while !stop.load(Ordering::SeqCst) {
                     ticker.tick().await;
                     let keyframe = frame == 0
-                        || wanted.swap(false, Ordering::SeqCst)
+                        || requested.swap(false, Ordering::SeqCst)
                         || (plan.keyframe_interval > 0
                             && frame.is_multiple_of(plan.keyframe_interval));
                     let packets = if keyframe {

@@ -178,7 +178,7 @@ pub(crate) fn media_kind(kind: RtpCodecKind) -> Option<MediaKind> {
     }
 }
 
-/// The router's name for a codec, from its MIME type.
+/// Maps a MIME type to the router's codec.
 pub(crate) fn router_codec(mime_type: &str) -> Codec {
     let mime = mime_type.to_ascii_lowercase();
     match mime.as_str() {
@@ -200,8 +200,8 @@ fn fmtp_value<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
-/// Whether a subscriber can decode what a publisher sends with codec `a` when it negotiated `b`:
-/// the same MIME type and the fmtp parameters that change the bitstream.
+/// Returns whether a subscriber that negotiated codec `b` can decode what a publisher sends with
+/// codec `a`: the same MIME type and the same fmtp parameters that change the bitstream.
 pub(crate) fn codecs_match(a: &RTCRtpCodec, b: &RTCRtpCodec) -> bool {
     if !a.mime_type.eq_ignore_ascii_case(&b.mime_type) || a.clock_rate != b.clock_rate {
         return false;

@@ -1,11 +1,11 @@
 //! The WebRTC transport of a Switchboard node.
 //!
 //! One UDP socket carries every leg of the node. A single worker thread owns that socket, every
-//! leg's sans-IO peer connection (webrtc-rs's `rtc` core) and the [`router::Router`]: it reads a
-//! datagram, finds its leg (by the STUN username first, then by the remote address that ICE
-//! validated), lets the peer connection decrypt it, hands decrypted RTP to the router and writes
-//! what the router returns to the subscribers' peer connections. Nothing on that path locks or
-//! awaits, so a conversation's fan-out never crosses threads.
+//! leg's sans-IO peer connection (webrtc-rs's `rtc` core) and the [`router::Router`]. It reads a
+//! datagram and finds its leg, by the STUN username first and then by the remote address that
+//! ICE validated. The leg's peer connection decrypts it, the router rewrites decrypted RTP for
+//! each subscriber, and the worker writes the result to the subscribers' peer connections.
+//! Nothing on that path locks or awaits, so a conversation's fan-out never crosses threads.
 //!
 //! The rest of the node talks to the worker through [`MediaHandle`]: commands go in over a
 //! channel that wakes the worker, answers come back on one-shot channels, and what happens on the

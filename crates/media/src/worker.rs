@@ -45,7 +45,7 @@ use crate::{
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
-/// Longest the worker sleeps with no timer due, so a stuck timer heap cannot stall it for long.
+/// Maximum time the worker sleeps with no timer due, so a stuck timer heap cannot stall it.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Largest datagram read; larger ones are truncated by the kernel and then fail to parse.
 const RECEIVE_BUFFER: usize = 2048;
@@ -321,7 +321,7 @@ impl Worker {
     }
 
     /// Sends every datagram the leg queued, binding the remote address to the leg the first
-    /// time the leg's ICE agent answers it.
+    /// time the leg's ICE agent responds to it.
     fn flush(&mut self, key: LegKey) {
         let Some(leg) = self.legs.get_mut(&key) else {
             return;
@@ -1092,8 +1092,8 @@ impl Worker {
     }
 }
 
-/// Whether a datagram is RTP rather than RTCP, STUN or DTLS, by the ranges of RFC 7983 and the
-/// RTCP packet types 192 to 223 that RFC 5761 keeps apart from RTP payload types.
+/// Returns whether a datagram is RTP rather than RTCP, STUN or DTLS, by the ranges of RFC 7983
+/// and the RTCP packet types 192 to 223 that RFC 5761 keeps apart from RTP payload types.
 fn is_rtp(datagram: &[u8]) -> bool {
     match datagram {
         [first, second, ..] => (128..=191).contains(first) && !(192..=223).contains(second),

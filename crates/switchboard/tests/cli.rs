@@ -62,6 +62,30 @@ fn user_token_carries_user_and_ttl() {
 }
 
 #[test]
+fn deploy_example_config_loads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/switchboard.toml");
+    let output = switchboard()
+        .args(["--config", path, "token", "--admin"])
+        .output()
+        .expect("run switchboard token");
+    assert!(
+        output.status.success(),
+        "deploy/switchboard.toml does not load: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).expect("UTF-8 token");
+    let verifier = TokenVerifier::hs256(
+        "my-application",
+        b"replace-me-with-at-least-32-random-bytes",
+    )
+    .expect("verifier");
+    let caller = verifier
+        .verify(token.trim())
+        .expect("signed with the file's secret");
+    assert!(caller.is_admin());
+}
+
+#[test]
 fn token_needs_admin_or_user() {
     let output = switchboard()
         .arg("token")
