@@ -11,6 +11,8 @@ use rtc::interceptor::{Attribute, Interceptor, Packet as ChainPacket, Slot, Stre
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
@@ -72,11 +74,21 @@ fn opus_codec() -> RTCRtpCodec {
     }
 }
 
+/// Counts of the RTCP reports a peer received.
+#[derive(Default)]
+struct ReportCounts {
+    sender_reports: AtomicU64,
+    receiver_reports: AtomicU64,
+}
+
 /// Marks inbound PLI and FIR for the application, so a publisher receives keyframe requests.
+/// On the wire side of the chain it counts inbound sender and receiver reports instead, before
+/// the report interceptors consume them.
 #[derive(Default)]
 struct KeyframeRequestMarker {
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
+    reports: Option<Arc<ReportCounts>>,
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
@@ -87,12 +99,22 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let ChainPacket::Rtcp(list) = &msg.message.packet
-            && list
+        if let ChainPacket::Rtcp(list) = &msg.message.packet {
+            if let Some(reports) = &self.reports {
+                for packet in list {
+                    let any = packet.as_any();
+                    if any.is::<SenderReport>() {
+                        reports.sender_reports.fetch_add(1, Ordering::SeqCst);
+                    } else if any.is::<ReceiverReport>() {
+                        reports.receiver_reports.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            } else if list
                 .iter()
                 .any(|packet| is_keyframe_request(packet.as_ref()))
-        {
-            msg.message.add(Attribute::DeliverToApplication);
+            {
+                msg.message.add(Attribute::DeliverToApplication);
+            }
         }
         self.read_queue.push_back(msg);
         Ok(())
@@ -210,6 +232,7 @@ impl Receiving {
 async fn build_peer(
     state: Arc<PeerState>,
     received: Option<Arc<Receiving>>,
+    reports: Arc<ReportCounts>,
 ) -> Result<Arc<dyn PeerConnection>, ClientError> {
     let mut engine = MediaEngine::default();
     engine
@@ -232,7 +255,14 @@ async fn build_peer(
         .map_err(ClientError::webrtc("registering Opus"))?;
     let registry = register_default_interceptors(Registry::new(), &mut engine)
         .map_err(ClientError::webrtc("configuring interceptors"))?
-        .with(Slot::from(14_000), KeyframeRequestMarker::default());
+        .with(Slot::from(14_000), KeyframeRequestMarker::default())
+        .with(
+            Slot::from(500),
+            KeyframeRequestMarker {
+                reports: Some(reports),
+                ..KeyframeRequestMarker::default()
+            },
+        );
     let pc = PeerConnectionBuilder::new()
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
@@ -255,6 +285,7 @@ fn new_state() -> Arc<PeerState> {
 struct Connection {
     pc: Arc<dyn PeerConnection>,
     state: Arc<PeerState>,
+    reports: Arc<ReportCounts>,
 }
 
 impl Connection {
@@ -365,7 +396,8 @@ pub struct Publisher {
 impl Publisher {
     pub async fn new() -> Result<Publisher, ClientError> {
         let state = new_state();
-        let pc = build_peer(Arc::clone(&state), None).await?;
+        let reports = Arc::new(ReportCounts::default());
+        let pc = build_peer(Arc::clone(&state), None, Arc::clone(&reports)).await?;
         let audio_ssrc = rand::random::<u32>();
         let video_ssrc = rand::random::<u32>() | 1;
         let stream = format!("publisher-{audio_ssrc:08x}");
@@ -395,7 +427,7 @@ impl Publisher {
             .map_err(ClientError::webrtc("adding the video track"))?;
 
         let publisher = Publisher {
-            connection: Connection { pc, state },
+            connection: Connection { pc, state, reports },
             audio,
             video,
             audio_ssrc,
@@ -453,6 +485,14 @@ impl Publisher {
 
     pub fn connection_state(&self) -> RTCPeerConnectionState {
         self.connection.connection_state()
+    }
+
+    /// RTCP receiver reports that reached this peer.
+    pub fn receiver_reports(&self) -> u64 {
+        self.connection
+            .reports
+            .receiver_reports
+            .load(Ordering::SeqCst)
     }
 
     /// Keyframe requests (PLI or FIR) that reached this publisher.
@@ -598,7 +638,13 @@ impl Subscriber {
     pub async fn new() -> Result<Subscriber, ClientError> {
         let state = new_state();
         let receiving = Arc::new(Receiving::default());
-        let pc = build_peer(Arc::clone(&state), Some(Arc::clone(&receiving))).await?;
+        let reports = Arc::new(ReportCounts::default());
+        let pc = build_peer(
+            Arc::clone(&state),
+            Some(Arc::clone(&receiving)),
+            Arc::clone(&reports),
+        )
+        .await?;
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
             pc.add_transceiver_from_kind(
                 kind,
@@ -612,7 +658,7 @@ impl Subscriber {
             .map_err(ClientError::webrtc("adding a receiving transceiver"))?;
         }
         Ok(Subscriber {
-            connection: Connection { pc, state },
+            connection: Connection { pc, state, reports },
             receiving,
         })
     }
@@ -633,6 +679,14 @@ impl Subscriber {
 
     pub fn connection_state(&self) -> RTCPeerConnectionState {
         self.connection.connection_state()
+    }
+
+    /// RTCP sender reports that reached this peer.
+    pub fn sender_reports(&self) -> u64 {
+        self.connection
+            .reports
+            .sender_reports
+            .load(Ordering::SeqCst)
     }
 
     /// Everything received so far, in arrival order.

@@ -300,6 +300,30 @@ async fn subscriber_keyframe_request_reaches_publisher() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtcp_reports_flow_both_ways() {
+    let (media, _events) = start_node();
+    let publisher = publish(&media, "a-up").await;
+    let subscriber = subscribe(&media, "b-from-a", "a-up").await;
+    publisher.start_media(SendPlan::default());
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let (mut receiver_reports, mut sender_reports) = (0, 0);
+    while Instant::now() < deadline && (receiver_reports == 0 || sender_reports == 0) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        receiver_reports = publisher.receiver_reports();
+        sender_reports = subscriber.sender_reports();
+    }
+    assert!(
+        receiver_reports > 0,
+        "the publisher got no receiver report from the node"
+    );
+    assert!(
+        sender_reports > 0,
+        "the subscriber got no sender report from the node"
+    );
+    media.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_publisher_ends_its_subscriber_legs() {
     let (media, mut events) = start_node();
     let _publisher = publish(&media, "a-up").await;
