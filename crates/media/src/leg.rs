@@ -1,6 +1,8 @@
 //! One leg: a peer connection of the `rtc` core plus what the worker needs to route its media.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use router::{MediaKind, SubscriptionId, TrackId};
@@ -22,7 +24,7 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
 
 use crate::demux::LegKey;
-use crate::keyframe_feedback::{self, KeyframeFeedback};
+use crate::interceptors::{self, InboundRtcpCounter, KeyframeFeedback};
 use crate::{LegId, MediaError};
 
 /// Settings every new peer connection is built with.
@@ -89,6 +91,8 @@ pub(crate) struct Leg {
     pub(crate) connected: bool,
     /// Deadline last pushed to the worker's timer heap.
     pub(crate) deadline: Option<Instant>,
+    /// Inbound RTCP packets that passed SRTCP authentication.
+    pub(crate) rtcp_received: Arc<AtomicU64>,
     pub(crate) role: Role,
 }
 
@@ -108,19 +112,21 @@ impl Leg {
     }
 }
 
-/// Builds an ICE-lite, DTLS-server peer connection that knows its ICE ufrag in advance, so the
+/// Builds an ICE-lite peer connection that knows its ICE ufrag in advance, so the
 /// demultiplexer can route the first binding request to it.
 pub(crate) fn build_peer_connection(
     settings: &LegSettings,
     mut engine: MediaEngine,
     ufrag: &str,
+    dtls_role: RTCDtlsRole,
     now: Instant,
-) -> Result<RTCPeerConnection, MediaError> {
+) -> Result<(RTCPeerConnection, Arc<AtomicU64>), MediaError> {
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_credentials(ufrag.to_owned(), generate_pwd())
         .with_lite(true)
-        // Passive DTLS: the browser sends its ClientHello as soon as its ICE check succeeds.
-        .with_answering_dtls_role(RTCDtlsRole::Server)
+        // Passive DTLS where the offer allows it: the browser then sends its ClientHello as soon
+        // as its ICE check succeeds.
+        .with_answering_dtls_role(dtls_role)
         // An ICE-lite server never resolves remote candidates, and mDNS queries would leave
         // through the shared socket.
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
@@ -133,16 +139,19 @@ pub(crate) fn build_peer_connection(
     let registry = register_default_interceptors(Registry::new(), &mut engine)
         .map_err(|e| MediaError::Rtc(format!("configuring interceptors: {e}")))?
         .with(
-            Slot::from(keyframe_feedback::SLOT),
+            Slot::from(interceptors::KEYFRAME_FEEDBACK_SLOT),
             KeyframeFeedback::default(),
         );
-    RTCPeerConnectionBuilder::new()
+    let (rtcp_counter, rtcp_received) = InboundRtcpCounter::new();
+    let registry = registry.with(Slot::from(interceptors::RTCP_COUNTER_SLOT), rtcp_counter);
+    let pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(engine)
         .with_setting_engine(setting_engine)
         .with_interceptor_registry(registry)
         .build(now)
-        .map_err(|e| MediaError::Rtc(format!("building peer connection: {e}")))
+        .map_err(|e| MediaError::Rtc(format!("building peer connection: {e}")))?;
+    Ok((pc, rtcp_received))
 }
 
 /// Parses an offer and applies it as the remote description.

@@ -13,8 +13,9 @@
 
 mod codecs;
 mod demux;
-mod keyframe_feedback;
+mod interceptors;
 mod leg;
+mod offer;
 mod worker;
 
 use std::fmt;
@@ -94,6 +95,8 @@ pub enum CloseReason {
     Requested,
     /// The peer stopped answering ICE consent checks, or DTLS failed.
     ConnectionFailed,
+    /// The peer closed its connection (a DTLS close_notify).
+    PeerClosed,
     /// The publisher leg this subscriber leg received from was closed.
     PublisherClosed,
     /// The node is shutting down.
@@ -105,6 +108,7 @@ impl CloseReason {
         match self {
             CloseReason::Requested => "requested",
             CloseReason::ConnectionFailed => "connection_failed",
+            CloseReason::PeerClosed => "peer_closed",
             CloseReason::PublisherClosed => "publisher_closed",
             CloseReason::Shutdown => "shutdown",
         }
@@ -131,7 +135,9 @@ pub struct MediaStats {
     pub subscriber_legs: usize,
     /// Datagrams from an address no leg owns that were not a STUN request for a known leg.
     pub unroutable_datagrams: u64,
-    /// Datagrams a leg's peer connection rejected: failed SRTP authentication, bad DTLS, bad STUN.
+    /// Datagrams from a leg's address that were not WebRTC, STUN requests its ICE agent did not
+    /// answer (failed integrity), and RTP or RTCP that failed SRTP authentication or replay
+    /// checks. Forged DTLS records are dropped by the core without a trace and are not counted.
     pub rejected_datagrams: u64,
     /// Datagrams the socket could not send.
     pub send_errors: u64,

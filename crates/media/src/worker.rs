@@ -5,6 +5,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,7 @@ use crate::leg::{
     self, ExtensionIds, Leg, LegSettings, PublishedTrack, Publisher, Role, SubscribedTrack,
     Subscriber,
 };
+use crate::offer::{self, kind_index};
 use crate::{
     CloseReason, Command, LegId, MediaConfig, MediaError, MediaEvent, MediaStats, MuteState,
     PublishAnswer,
@@ -74,6 +76,8 @@ pub(crate) struct Worker {
     forwards: Vec<Forward>,
     /// Subscriber legs written to since their datagrams were last sent.
     pending_flush: Vec<LegKey>,
+    /// The waker fired, and the command queue may not be empty yet.
+    commands_waiting: bool,
     stats: MediaStats,
     running: bool,
 }
@@ -141,6 +145,7 @@ impl Worker {
             next_subscription: 1,
             forwards: Vec::new(),
             pending_flush: Vec::new(),
+            commands_waiting: false,
             stats: MediaStats::default(),
             running: true,
         })
@@ -163,12 +168,15 @@ impl Worker {
         let mut buffer = vec![0u8; RECEIVE_BUFFER];
         while self.running {
             let now = Instant::now();
-            let sleep = self
-                .timers
-                .peek()
-                .map(|Reverse((deadline, _))| deadline.saturating_duration_since(now))
-                .unwrap_or(MAX_SLEEP)
-                .min(MAX_SLEEP);
+            let sleep = if self.commands_waiting {
+                Duration::ZERO
+            } else {
+                self.timers
+                    .peek()
+                    .map(|Reverse((deadline, _))| deadline.saturating_duration_since(now))
+                    .unwrap_or(MAX_SLEEP)
+                    .min(MAX_SLEEP)
+            };
             if let Err(error) = self.poll.poll(&mut events, Some(sleep)) {
                 if error.kind() == ErrorKind::Interrupted {
                     continue;
@@ -179,9 +187,14 @@ impl Worker {
             for event in events.iter() {
                 match event.token() {
                     SOCKET => self.read_datagrams(&mut buffer),
-                    WAKER => self.handle_commands(),
+                    WAKER => self.commands_waiting = true,
                     _ => {}
                 }
+            }
+            // One command per turn: answering an offer takes milliseconds, and a burst of them
+            // must not hold up the datagrams of every other leg.
+            if self.commands_waiting {
+                self.handle_next_command();
             }
             self.fire_timers(Instant::now());
         }
@@ -224,10 +237,21 @@ impl Worker {
             );
             return;
         };
+        let kind = DatagramKind::of(datagram);
+        if kind == DatagramKind::Other {
+            self.stats.rejected_datagrams += 1;
+            trace!(
+                length = datagram.len(),
+                "dropped a datagram that is not WebRTC"
+            );
+            return;
+        }
         let Some(leg) = self.legs.get_mut(&key) else {
             self.stats.unroutable_datagrams += 1;
             return;
         };
+        let connected = leg.connected;
+        let rtcp_before = leg.rtcp_received.load(Ordering::Relaxed);
         let message = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -245,12 +269,28 @@ impl Worker {
             self.drain(key, now);
             return;
         }
-        let delivered = self.drain(key, now);
-        // The core drops RTP that fails SRTP authentication or replay checks without an error,
-        // so an RTP datagram that yields no packet is how a rejection shows.
-        if is_rtp(datagram) && delivered == 0 {
+        let drained = self.drain(key, now);
+        let rtcp_after = self
+            .legs
+            .get(&key)
+            .map_or(rtcp_before, |leg| leg.rtcp_received.load(Ordering::Relaxed));
+        // The core drops what fails its checks without an error, so silence is how a rejection
+        // shows: RTP or RTCP that fails SRTP authentication or replay checks yields no packet,
+        // and a binding request that fails MESSAGE-INTEGRITY gets no response.
+        let silent = match kind {
+            DatagramKind::Rtp => drained.rtp_packets == 0,
+            DatagramKind::Rtcp => rtcp_after == rtcp_before,
+            DatagramKind::Stun => is_binding_request(datagram) && drained.datagrams_sent == 0,
+            _ => false,
+        };
+        if silent {
             self.stats.rejected_datagrams += 1;
-            trace!(length = datagram.len(), "leg dropped an RTP datagram");
+            trace!(length = datagram.len(), ?kind, "leg dropped a datagram");
+        }
+        // The core answers a peer's close_notify with its own alert but reports no state change,
+        // and only an authenticated alert gets that reply, so the reply marks the hang-up.
+        if connected && kind == DatagramKind::Dtls && drained.alert_sent {
+            self.close_leg(key, CloseReason::PeerClosed);
         }
     }
 
@@ -283,11 +323,10 @@ impl Worker {
     }
 
     /// Runs the drain step after any input to a leg: collect its events and inbound messages,
-    /// send its datagrams, then act on what was collected. Returns the number of RTP packets
-    /// the leg delivered.
-    fn drain(&mut self, key: LegKey, now: Instant) -> usize {
+    /// send its datagrams, then act on what was collected.
+    fn drain(&mut self, key: LegKey, now: Instant) -> Drained {
         let Some(leg) = self.legs.get_mut(&key) else {
-            return 0;
+            return Drained::default();
         };
         let mut events = Vec::new();
         while let Some(event) = leg.pc.poll_event() {
@@ -303,12 +342,12 @@ impl Worker {
                 _ => {}
             }
         }
-        self.flush(key);
+        let flushed = self.flush(key);
 
         for event in events {
             self.handle_event(key, event, now);
         }
-        let delivered = packets.len();
+        let rtp_packets = packets.len();
         for (track_id, packet) in packets {
             self.route_packet(key, &track_id, &packet, now);
         }
@@ -317,17 +356,23 @@ impl Worker {
         }
         self.flush_pending();
         self.schedule(key);
-        delivered
+        Drained {
+            rtp_packets,
+            ..flushed
+        }
     }
 
     /// Sends every datagram the leg queued, binding the remote address to the leg the first
     /// time the leg's ICE agent responds to it.
-    fn flush(&mut self, key: LegKey) {
+    fn flush(&mut self, key: LegKey) -> Drained {
+        let mut flushed = Drained::default();
         let Some(leg) = self.legs.get_mut(&key) else {
-            return;
+            return flushed;
         };
         let mut new_addresses = Vec::new();
         while let Some(datagram) = leg.pc.poll_write() {
+            flushed.datagrams_sent += 1;
+            flushed.alert_sent |= datagram.message.first() == Some(&DTLS_ALERT);
             let peer = datagram.transport.peer_addr;
             if !leg.addresses.contains(&peer) {
                 leg.addresses.push(peer);
@@ -343,6 +388,7 @@ impl Worker {
                 previous_leg.addresses.retain(|address| *address != peer);
             }
         }
+        flushed
     }
 
     fn flush_pending(&mut self) {
@@ -550,15 +596,13 @@ impl Worker {
         let _ = self.events.send(event);
     }
 
-    fn handle_commands(&mut self) {
-        loop {
-            match self.commands.try_recv() {
-                Ok(command) => self.handle_command(command),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    self.running = false;
-                    break;
-                }
+    fn handle_next_command(&mut self) {
+        match self.commands.try_recv() {
+            Ok(command) => self.handle_command(command),
+            Err(TryRecvError::Empty) => self.commands_waiting = false,
+            Err(TryRecvError::Disconnected) => {
+                self.commands_waiting = false;
+                self.running = false;
             }
         }
     }
@@ -651,11 +695,16 @@ impl Worker {
         if self.leg_keys.contains_key(&id) {
             return Err(MediaError::DuplicateLeg(id));
         }
+        let summary = offer::inspect(&offer)?;
+        if summary.sending == [0, 0] {
+            return Err(MediaError::NothingToPublish);
+        }
         let ufrag = self.unique_ufrag();
-        let mut pc = leg::build_peer_connection(
+        let (mut pc, rtcp_received) = leg::build_peer_connection(
             &self.settings,
             codecs::publisher_media_engine()?,
             &ufrag,
+            summary.dtls_role,
             now,
         )?;
         leg::apply_offer(&mut pc, offer, now)?;
@@ -733,6 +782,7 @@ impl Worker {
             addresses: Vec::new(),
             connected: false,
             deadline: None,
+            rtcp_received,
             role: Role::Publisher(Publisher {
                 tracks,
                 subscribers: Vec::new(),
@@ -772,16 +822,18 @@ impl Worker {
             .map(|(_, kind, codecs)| (*kind, codecs.clone()))
             .collect();
 
+        let summary = offer::inspect(&offer)?;
         let ufrag = self.unique_ufrag();
-        let mut pc = leg::build_peer_connection(
+        let (mut pc, rtcp_received) = leg::build_peer_connection(
             &self.settings,
             codecs::subscriber_media_engine(&engine_codecs)?,
             &ufrag,
+            summary.dtls_role,
             now,
         )?;
 
         // An answer cannot add m-lines, so each track needs a receiving section of its kind.
-        let mut free_sections = receiving_sections(&offer)?;
+        let mut free_sections = summary.receiving;
         leg::apply_offer(&mut pc, offer, now)?;
 
         let mut tracks = Vec::new();
@@ -864,6 +916,7 @@ impl Worker {
             addresses: Vec::new(),
             connected: false,
             deadline: None,
+            rtcp_received,
             role: Role::Subscriber(Subscriber {
                 publisher: publisher_key,
                 tracks: usable,
@@ -1092,15 +1145,6 @@ impl Worker {
     }
 }
 
-/// Returns whether a datagram is RTP rather than RTCP, STUN or DTLS, by the ranges of RFC 7983
-/// and the RTCP packet types 192 to 223 that RFC 5761 keeps apart from RTP payload types.
-fn is_rtp(datagram: &[u8]) -> bool {
-    match datagram {
-        [first, second, ..] => (128..=191).contains(first) && !(192..=223).contains(second),
-        _ => false,
-    }
-}
-
 fn send(socket: &UdpSocket, stats: &mut MediaStats, datagram: &[u8], peer: SocketAddr) {
     if let Err(error) = socket.send_to(datagram, peer) {
         // WouldBlock means the kernel's send buffer is full: the datagram is dropped, as a
@@ -1110,32 +1154,42 @@ fn send(socket: &UdpSocket, stats: &mut MediaStats, datagram: &[u8], peer: Socke
     }
 }
 
-/// Counts the offer's sections that can receive media, per kind (audio, video).
-fn receiving_sections(offer: &str) -> Result<[usize; 2], MediaError> {
-    let description =
-        rtc::sdp::SessionDescription::unmarshal(&mut std::io::Cursor::new(offer.as_bytes()))
-            .map_err(|e| MediaError::InvalidOffer(e.to_string()))?;
-    let mut sections = [0usize; 2];
-    for media in &description.media_descriptions {
-        let kind = match media.media_name.media.as_str() {
-            "audio" => MediaKind::Audio,
-            "video" => MediaKind::Video,
-            _ => continue,
-        };
-        let rejected = media.media_name.port.value == 0 && media.attribute("bundle-only").is_none();
-        let receives =
-            media.attribute("sendonly").is_none() && media.attribute("inactive").is_none();
-        if receives && !rejected {
-            sections[kind_index(kind)] += 1;
-        }
-    }
-    Ok(sections)
+/// First byte of a DTLS alert record.
+const DTLS_ALERT: u8 = 21;
+
+/// What the core did with one input to a leg.
+#[derive(Clone, Copy, Debug, Default)]
+struct Drained {
+    rtp_packets: usize,
+    datagrams_sent: usize,
+    /// A DTLS alert went out: the core is closing the DTLS transport.
+    alert_sent: bool,
 }
 
-fn kind_index(kind: MediaKind) -> usize {
-    match kind {
-        MediaKind::Audio => 0,
-        MediaKind::Video => 1,
+/// The protocol of a datagram, by its first byte as RFC 7983 assigns the ranges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DatagramKind {
+    Stun,
+    Dtls,
+    Rtp,
+    Rtcp,
+    Other,
+}
+
+fn is_binding_request(datagram: &[u8]) -> bool {
+    datagram.get(..2) == Some(&[0x00, 0x01])
+}
+
+impl DatagramKind {
+    fn of(datagram: &[u8]) -> DatagramKind {
+        match datagram {
+            [0..=3, ..] => DatagramKind::Stun,
+            [20..=63, ..] => DatagramKind::Dtls,
+            // RFC 5761 keeps RTCP packet types 192 to 223 apart from RTP payload types.
+            [128..=191, 192..=223, ..] => DatagramKind::Rtcp,
+            [128..=191, _, ..] => DatagramKind::Rtp,
+            _ => DatagramKind::Other,
+        }
     }
 }
 

@@ -114,6 +114,8 @@ pub enum LegCloseReason {
     PublisherClosed,
     /// The peer stopped answering ICE consent checks, or DTLS failed.
     ConnectionFailed,
+    /// The peer closed its connection (a DTLS close_notify).
+    PeerClosed,
     /// The node is shutting down.
     Shutdown,
 }
@@ -125,6 +127,7 @@ impl LegCloseReason {
             LegCloseReason::MemberLeft => "member_left",
             LegCloseReason::PublisherClosed => "publisher_closed",
             LegCloseReason::ConnectionFailed => "connection_failed",
+            LegCloseReason::PeerClosed => "peer_closed",
             LegCloseReason::Shutdown => "shutdown",
         }
     }

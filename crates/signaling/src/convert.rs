@@ -35,6 +35,7 @@ pub(crate) fn close_reason(reason: media::CloseReason) -> LegCloseReason {
     match reason {
         media::CloseReason::Requested => LegCloseReason::Requested,
         media::CloseReason::ConnectionFailed => LegCloseReason::ConnectionFailed,
+        media::CloseReason::PeerClosed => LegCloseReason::PeerClosed,
         media::CloseReason::PublisherClosed => LegCloseReason::PublisherClosed,
         media::CloseReason::Shutdown => LegCloseReason::Shutdown,
     }
