@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Scenario {
+    /// One member publishes audio and video; every other member subscribes to it.
     Livestream,
+    /// Every member publishes, and every member subscribes to every other.
     Meeting,
 }
 
@@ -25,7 +27,7 @@ struct Arguments {
     #[arg(long, default_value = "http://127.0.0.1:7880")]
     url: String,
     /// Admin token for the node (`switchboard token --admin` prints one).
-    #[arg(long, env = "SWITCHBOARD_TOKEN")]
+    #[arg(long, env = "LOADTEST_TOKEN")]
     token: String,
     #[arg(long, value_enum, default_value = "livestream")]
     scenario: Scenario,
@@ -96,6 +98,11 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 #[tokio::main]
 async fn main() -> Result<()> {
     let arguments = Arguments::parse();
+    if arguments.token.trim().is_empty() {
+        bail!(
+            "--token is empty: pass an admin token, e.g. --token \"$(switchboard token --admin)\""
+        );
+    }
     if !(2..=200).contains(&arguments.members) {
         bail!(
             "--members must be between 2 and 200, not {}",

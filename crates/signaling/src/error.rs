@@ -42,6 +42,11 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("no resource at {0}")]
     RouteNotFound(String),
+    #[error("event {event_id} not found in conversation {conversation_id}")]
+    EventNotFound {
+        conversation_id: String,
+        event_id: u64,
+    },
     #[error("the method is not allowed on this resource")]
     MethodNotAllowed,
     #[error("the node is shutting down and accepts no new work")]
@@ -95,6 +100,7 @@ impl ApiError {
                 "request:error:unsupported-media-type",
             ),
             ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "request:error:not-found"),
+            ApiError::EventNotFound { .. } => (StatusCode::NOT_FOUND, "event:error:not-found"),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "request:error:method-not-allowed",

@@ -299,3 +299,46 @@ async fn invalid_event_query_is_400() {
         );
     }
 }
+
+#[tokio::test]
+async fn event_href_resolves_to_the_event() {
+    let node = TestNode::start();
+    let conversation = node.create_conversation().await;
+    let alice = node.join(&conversation, "alice").await;
+    let reply = post_event(
+        &node,
+        &conversation,
+        json!({ "type": "custom:hello", "from": alice, "body": { "text": "hi" } }),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let href = reply.body["href"].as_str().expect("href").to_owned();
+
+    let event = node.get(&href, &node.admin()).await;
+    assert_eq!(event.status, StatusCode::OK, "{}", event.body);
+    assert_eq!(event.body["type"], "custom:hello");
+    assert_eq!(event.body["body"]["text"], "hi");
+    assert_eq!(event.body["id"], reply.body["id"]);
+
+    let missing = node
+        .get(
+            &format!("/v0.1/conversations/{conversation}/events/999"),
+            &node.admin(),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+    assert_eq!(missing.code(), "event:error:not-found");
+
+    let not_a_number = node
+        .get(
+            &format!("/v0.1/conversations/{conversation}/events/first"),
+            &node.admin(),
+        )
+        .await;
+    assert_eq!(
+        not_a_number.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        not_a_number.body
+    );
+}

@@ -142,3 +142,30 @@ pub(super) async fn list(
         .collect();
     Ok(Json(views))
 }
+
+/// `GET /conversations/{conversation_id}/events/{event_id}`: one event of the log.
+pub(super) async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((conversation_id, event_id)): ApiPath<(String, u64)>,
+) -> Result<Json<EventView>, ApiError> {
+    let conversation_id = ConversationId::from(conversation_id);
+    require_reader(&state, &caller, &conversation_id)?;
+
+    let window = EventQuery {
+        start_id: Some(event_id),
+        end_id: Some(event_id),
+        page_size: 1,
+        order: Order::Asc,
+    };
+    let event = state
+        .registry()
+        .events(&conversation_id, &window)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::EventNotFound {
+            conversation_id: conversation_id.to_string(),
+            event_id,
+        })?;
+    Ok(Json(EventView::new(conversation_id.as_str(), event)))
+}

@@ -52,6 +52,10 @@ pub fn router(state: AppState) -> Router {
             &format!("{conversation}/events"),
             post(events::create).get(events::list),
         )
+        .route(
+            &format!("{conversation}/events/{{event_id}}"),
+            get(events::show),
+        )
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), authenticate));
