@@ -1,6 +1,7 @@
 //! Publisher and subscriber peers on the async `webrtc` crate.
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -230,6 +231,7 @@ impl Receiving {
 }
 
 async fn build_peer(
+    bind: IpAddr,
     state: Arc<PeerState>,
     received: Option<Arc<Receiving>>,
     reports: Arc<ReportCounts>,
@@ -267,7 +269,7 @@ async fn build_peer(
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(Handler { state, received }))
-        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .with_udp_addrs(vec![SocketAddr::new(bind, 0).to_string()])
         .build()
         .await
         .map_err(ClientError::webrtc("building the peer connection"))?;
@@ -394,10 +396,16 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// Creates a publisher whose socket binds 127.0.0.1.
     pub async fn new() -> Result<Publisher, ClientError> {
+        Publisher::bound_to(Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// Creates a publisher whose socket binds `address` (port chosen by the system).
+    pub async fn bound_to(address: IpAddr) -> Result<Publisher, ClientError> {
         let state = new_state();
         let reports = Arc::new(ReportCounts::default());
-        let pc = build_peer(Arc::clone(&state), None, Arc::clone(&reports)).await?;
+        let pc = build_peer(address, Arc::clone(&state), None, Arc::clone(&reports)).await?;
         let audio_ssrc = rand::random::<u32>();
         let video_ssrc = rand::random::<u32>() | 1;
         let stream = format!("publisher-{audio_ssrc:08x}");
@@ -635,11 +643,18 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
+    /// Creates a subscriber whose socket binds 127.0.0.1.
     pub async fn new() -> Result<Subscriber, ClientError> {
+        Subscriber::bound_to(Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// Creates a subscriber whose socket binds `address` (port chosen by the system).
+    pub async fn bound_to(address: IpAddr) -> Result<Subscriber, ClientError> {
         let state = new_state();
         let receiving = Arc::new(Receiving::default());
         let reports = Arc::new(ReportCounts::default());
         let pc = build_peer(
+            address,
             Arc::clone(&state),
             Some(Arc::clone(&receiving)),
             Arc::clone(&reports),

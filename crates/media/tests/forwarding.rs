@@ -324,6 +324,57 @@ async fn rtcp_reports_flow_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_loopback_forwards() {
+    let (media, _events) = MediaHandle::start(MediaConfig {
+        bind: "[::1]:0".parse().expect("bind address"),
+        ..MediaConfig::default()
+    })
+    .expect("start the media worker on ::1");
+    let loopback = std::net::Ipv6Addr::LOCALHOST.into();
+
+    let publisher = Publisher::bound_to(loopback).await.expect("publisher");
+    let offer = publisher.offer().await.expect("offer");
+    let answer = media
+        .publish(LegId::from("a-up"), offer, MuteState::default())
+        .await
+        .expect("publish");
+    assert!(
+        answer.sdp.contains(" ::1 "),
+        "no IPv6 candidate:\n{}",
+        answer.sdp
+    );
+    publisher
+        .apply_answer(answer.sdp)
+        .await
+        .expect("apply answer");
+    publisher
+        .wait_connected(CONNECT_TIMEOUT)
+        .await
+        .expect("publisher connects over IPv6");
+
+    let subscriber = Subscriber::bound_to(loopback).await.expect("subscriber");
+    let offer = subscriber.offer().await.expect("offer");
+    let answer = media
+        .subscribe(LegId::from("b-from-a"), LegId::from("a-up"), offer)
+        .await
+        .expect("subscribe");
+    subscriber.apply_answer(answer).await.expect("apply answer");
+    subscriber
+        .wait_connected(CONNECT_TIMEOUT)
+        .await
+        .expect("subscriber connects over IPv6");
+
+    publisher.start_media(SendPlan::default());
+    assert!(
+        wait_until(Duration::from_secs(3), || subscriber.count(Kind::Video)
+            >= 10)
+        .await,
+        "video does not flow over IPv6"
+    );
+    media.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_publisher_ends_its_subscriber_legs() {
     let (media, mut events) = start_node();
     let _publisher = publish(&media, "a-up").await;
