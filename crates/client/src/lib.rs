@@ -5,12 +5,26 @@
 //! and records every packet with its header. Tests compare the two to check what the node
 //! forwarded, and the load test drives many of them. [`Relay`] lets a test make a peer vanish.
 
+use std::time::{Duration, Instant};
+
 pub mod media;
 mod peer;
 mod relay;
 
-pub use peer::{Kind, Publisher, ReceivedPacket, SendPlan, SentPacket, Subscriber};
+pub use peer::{Kind, Peer, Publisher, ReceivedPacket, SendPlan, SentPacket, Subscriber};
 pub use relay::Relay;
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes, and returns its last value.
+pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
+}
 
 /// Errors of the test client.
 #[derive(Debug, thiserror::Error)]

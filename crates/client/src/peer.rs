@@ -283,16 +283,20 @@ fn new_state() -> Arc<PeerState> {
     })
 }
 
-/// The parts publisher and subscriber share: a peer connection and its observed state.
-struct Connection {
+/// What publishers and subscribers share: a peer connection, its observed state and the RTCP
+/// reports it received. [`Publisher`] and [`Subscriber`] dereference to it.
+pub struct Peer {
     pc: Arc<dyn PeerConnection>,
     state: Arc<PeerState>,
     reports: Arc<ReportCounts>,
 }
 
-impl Connection {
+/// Time allowed for ICE gathering on loopback.
+const GATHERING_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Peer {
     /// Creates an offer with every host candidate in it (no trickle).
-    async fn offer(&self, timeout: Duration) -> Result<String, ClientError> {
+    pub async fn offer(&self) -> Result<String, ClientError> {
         let offer = self
             .pc
             .create_offer(None)
@@ -304,7 +308,7 @@ impl Connection {
             .await
             .map_err(ClientError::webrtc("applying the offer"))?;
         tokio::time::timeout(
-            timeout,
+            GATHERING_TIMEOUT,
             gathering.wait_for(|state| *state == RTCIceGatheringState::Complete),
         )
         .await
@@ -317,7 +321,7 @@ impl Connection {
             .ok_or(ClientError::Closed)
     }
 
-    async fn apply_answer(&self, sdp: String) -> Result<(), ClientError> {
+    pub async fn apply_answer(&self, sdp: String) -> Result<(), ClientError> {
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(ClientError::webrtc("parsing the answer"))?;
         self.pc
@@ -326,21 +330,30 @@ impl Connection {
             .map_err(ClientError::webrtc("applying the answer"))
     }
 
-    async fn wait_for_state(
-        &self,
-        wanted: RTCPeerConnectionState,
-        timeout: Duration,
-    ) -> Result<(), ClientError> {
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
         let mut connection = self.state.connection.subscribe();
-        tokio::time::timeout(timeout, connection.wait_for(|state| *state == wanted))
-            .await
-            .map_err(|_| ClientError::Timeout("connection state"))?
-            .map_err(|_| ClientError::Closed)?;
+        tokio::time::timeout(
+            timeout,
+            connection.wait_for(|state| *state == RTCPeerConnectionState::Connected),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout("the connection"))?
+        .map_err(|_| ClientError::Closed)?;
         Ok(())
     }
 
-    fn connection_state(&self) -> RTCPeerConnectionState {
+    pub fn connection_state(&self) -> RTCPeerConnectionState {
         *self.state.connection.borrow()
+    }
+
+    /// RTCP receiver reports that reached this peer.
+    pub fn receiver_reports(&self) -> u64 {
+        self.reports.receiver_reports.load(Ordering::SeqCst)
+    }
+
+    /// RTCP sender reports that reached this peer.
+    pub fn sender_reports(&self) -> u64 {
+        self.reports.sender_reports.load(Ordering::SeqCst)
     }
 }
 
@@ -381,9 +394,25 @@ pub struct SentPacket {
     pub at: Instant,
 }
 
+impl std::ops::Deref for Publisher {
+    type Target = Peer;
+
+    fn deref(&self) -> &Peer {
+        &self.peer
+    }
+}
+
+impl std::ops::Deref for Subscriber {
+    type Target = Peer;
+
+    fn deref(&self) -> &Peer {
+        &self.peer
+    }
+}
+
 /// A peer that publishes one Opus and one VP8 track.
 pub struct Publisher {
-    connection: Connection,
+    peer: Peer,
     audio: Arc<TrackLocalStaticRTP>,
     video: Arc<TrackLocalStaticRTP>,
     pub audio_ssrc: u32,
@@ -435,7 +464,7 @@ impl Publisher {
             .map_err(ClientError::webrtc("adding the video track"))?;
 
         let publisher = Publisher {
-            connection: Connection { pc, state, reports },
+            peer: Peer { pc, state, reports },
             audio,
             video,
             audio_ssrc,
@@ -475,32 +504,6 @@ impl Publisher {
         if let Ok(mut tasks) = self.tasks.lock() {
             tasks.push(task);
         }
-    }
-
-    pub async fn offer(&self) -> Result<String, ClientError> {
-        self.connection.offer(Duration::from_secs(5)).await
-    }
-
-    pub async fn apply_answer(&self, sdp: String) -> Result<(), ClientError> {
-        self.connection.apply_answer(sdp).await
-    }
-
-    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
-        self.connection
-            .wait_for_state(RTCPeerConnectionState::Connected, timeout)
-            .await
-    }
-
-    pub fn connection_state(&self) -> RTCPeerConnectionState {
-        self.connection.connection_state()
-    }
-
-    /// RTCP receiver reports that reached this peer.
-    pub fn receiver_reports(&self) -> u64 {
-        self.connection
-            .reports
-            .receiver_reports
-            .load(Ordering::SeqCst)
     }
 
     /// Keyframe requests (PLI or FIR) that reached this publisher.
@@ -627,7 +630,7 @@ impl Publisher {
 
     pub async fn close(&self) {
         self.stop_media();
-        let _ = self.connection.pc.close().await;
+        let _ = self.peer.pc.close().await;
         if let Ok(mut tasks) = self.tasks.lock() {
             for task in tasks.drain(..) {
                 task.abort();
@@ -638,7 +641,7 @@ impl Publisher {
 
 /// A peer that receives one audio and one video track.
 pub struct Subscriber {
-    connection: Connection,
+    peer: Peer,
     receiving: Arc<Receiving>,
 }
 
@@ -673,35 +676,9 @@ impl Subscriber {
             .map_err(ClientError::webrtc("adding a receiving transceiver"))?;
         }
         Ok(Subscriber {
-            connection: Connection { pc, state, reports },
+            peer: Peer { pc, state, reports },
             receiving,
         })
-    }
-
-    pub async fn offer(&self) -> Result<String, ClientError> {
-        self.connection.offer(Duration::from_secs(5)).await
-    }
-
-    pub async fn apply_answer(&self, sdp: String) -> Result<(), ClientError> {
-        self.connection.apply_answer(sdp).await
-    }
-
-    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
-        self.connection
-            .wait_for_state(RTCPeerConnectionState::Connected, timeout)
-            .await
-    }
-
-    pub fn connection_state(&self) -> RTCPeerConnectionState {
-        self.connection.connection_state()
-    }
-
-    /// RTCP sender reports that reached this peer.
-    pub fn sender_reports(&self) -> u64 {
-        self.connection
-            .reports
-            .sender_reports
-            .load(Ordering::SeqCst)
     }
 
     /// Everything received so far, in arrival order.
@@ -747,6 +724,6 @@ impl Subscriber {
     }
 
     pub async fn close(&self) {
-        let _ = self.connection.pc.close().await;
+        let _ = self.peer.pc.close().await;
     }
 }

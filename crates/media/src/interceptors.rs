@@ -1,10 +1,10 @@
-//! Interceptors the worker adds to every leg's chain.
+//! The interceptor the worker adds to every leg's chain, twice.
 //!
 //! The `rtc` interceptor chain ends in a terminus that drops inbound RTCP unless a packet carries
-//! `Attribute::DeliverToApplication`. [`KeyframeFeedback`] lets PLI and FIR from subscribers through,
-//! because the worker relays them to the publisher; reports and NACKs stay inside the chain.
-//! [`InboundRtcpCounter`] counts the RTCP that passed SRTCP authentication, because the core drops
-//! what fails it without any other trace.
+//! `Attribute::DeliverToApplication`. On the application side, an [`RtcpTap`] lets PLI and FIR from
+//! subscribers through, because the worker relays them to the publisher; reports and NACKs stay
+//! inside the chain. On the wire side, another counts the RTCP that passed SRTCP authentication,
+//! because the core drops what fails it without any other trace.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,16 +17,45 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
-/// Position of [`KeyframeFeedback`]: on the application side of every built-in interceptor.
-pub(crate) const KEYFRAME_FEEDBACK_SLOT: usize = 14_000;
-/// Position of [`InboundRtcpCounter`]: on the wire side of every built-in interceptor, before any
-/// of them consumes a report.
+/// Position of the keyframe request tap: on the application side of every built-in interceptor.
+pub(crate) const KEYFRAME_REQUEST_SLOT: usize = 14_000;
+/// Position of the counting tap: on the wire side of every built-in interceptor, before any of
+/// them consumes a report.
 pub(crate) const RTCP_COUNTER_SLOT: usize = 500;
 
-#[derive(Default)]
-pub(crate) struct KeyframeFeedback {
+/// What a tap does with inbound RTCP; every packet passes on unchanged otherwise.
+enum Tap {
+    /// Marks compound packets holding a PLI or FIR for delivery to the worker.
+    KeyframeRequests,
+    /// Counts inbound RTCP packets.
+    Count(Arc<AtomicU64>),
+}
+
+pub(crate) struct RtcpTap {
+    tap: Tap,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
+}
+
+impl RtcpTap {
+    fn new(tap: Tap) -> RtcpTap {
+        RtcpTap {
+            tap,
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
+
+    /// Creates the tap that lets keyframe requests through to the worker.
+    pub(crate) fn keyframe_requests() -> RtcpTap {
+        RtcpTap::new(Tap::KeyframeRequests)
+    }
+
+    /// Creates a counting tap, and returns it with the count it increments.
+    pub(crate) fn counter() -> (RtcpTap, Arc<AtomicU64>) {
+        let count = Arc::new(AtomicU64::new(0));
+        (RtcpTap::new(Tap::Count(Arc::clone(&count))), count)
+    }
 }
 
 fn is_keyframe_request(packet: &Packet) -> bool {
@@ -39,7 +68,7 @@ fn is_keyframe_request(packet: &Packet) -> bool {
     })
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeFeedback {
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -47,8 +76,18 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeFeedback {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if is_keyframe_request(&msg.message.packet) {
-            msg.message.add(Attribute::DeliverToApplication);
+        match &self.tap {
+            Tap::KeyframeRequests => {
+                if is_keyframe_request(&msg.message.packet) {
+                    msg.message.add(Attribute::DeliverToApplication);
+                }
+            }
+            Tap::Count(count) => {
+                if matches!(msg.message.packet, Packet::Rtcp(_)) {
+                    // One thread writes and reads the count, so no ordering is needed.
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
         self.read_queue.push_back(msg);
         Ok(())
@@ -76,72 +115,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeFeedback {
     }
 }
 
-impl Interceptor for KeyframeFeedback {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-}
-
-/// Counts inbound RTCP packets, that is SRTCP that decrypted and authenticated.
-#[derive(Default)]
-pub(crate) struct InboundRtcpCounter {
-    received: Arc<AtomicU64>,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
-}
-
-impl InboundRtcpCounter {
-    /// Returns the counter and the shared count it increments.
-    pub(crate) fn new() -> (InboundRtcpCounter, Arc<AtomicU64>) {
-        let received = Arc::new(AtomicU64::new(0));
-        let counter = InboundRtcpCounter {
-            received: Arc::clone(&received),
-            ..InboundRtcpCounter::default()
-        };
-        (counter, received)
-    }
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for InboundRtcpCounter {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if matches!(msg.message.packet, Packet::Rtcp(_)) {
-            // One thread writes and reads the count, so no ordering with other memory is needed.
-            self.received.fetch_add(1, Ordering::Relaxed);
-        }
-        self.read_queue.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read_queue.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write_queue.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write_queue.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Self::Time> {
-        None
-    }
-}
-
-impl Interceptor for InboundRtcpCounter {
+impl Interceptor for RtcpTap {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

@@ -24,7 +24,7 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
 
 use crate::demux::LegKey;
-use crate::interceptors::{self, InboundRtcpCounter, KeyframeFeedback};
+use crate::interceptors::{self, RtcpTap};
 use crate::{LegId, MediaError};
 
 /// Settings every new peer connection is built with.
@@ -139,10 +139,10 @@ pub(crate) fn build_peer_connection(
     let registry = register_default_interceptors(Registry::new(), &mut engine)
         .map_err(|e| MediaError::Rtc(format!("configuring interceptors: {e}")))?
         .with(
-            Slot::from(interceptors::KEYFRAME_FEEDBACK_SLOT),
-            KeyframeFeedback::default(),
+            Slot::from(interceptors::KEYFRAME_REQUEST_SLOT),
+            RtcpTap::keyframe_requests(),
         );
-    let (rtcp_counter, rtcp_received) = InboundRtcpCounter::new();
+    let (rtcp_counter, rtcp_received) = RtcpTap::counter();
     let registry = registry.with(Slot::from(interceptors::RTCP_COUNTER_SLOT), rtcp_counter);
     let pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())

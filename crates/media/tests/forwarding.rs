@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use client::media::{opus_counter, vp8_counter, vp8_starts_keyframe};
-use client::{Kind, Publisher, ReceivedPacket, Relay, SendPlan, SentPacket, Subscriber};
+use client::{
+    Kind, Publisher, ReceivedPacket, Relay, SendPlan, SentPacket, Subscriber, wait_until,
+};
 use media::{
     CloseReason, LegId, MediaConfig, MediaError, MediaEvent, MediaHandle, MediaKind, MuteState,
 };
@@ -103,17 +105,6 @@ fn assert_consecutive_sequence_numbers(label: &str, received: &[ReceivedPacket])
             pair[1].sequence_number
         );
     }
-}
-
-async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    condition()
 }
 
 async fn next_closed(

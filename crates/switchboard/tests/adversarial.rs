@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use client::{Kind, Publisher, SendPlan, Subscriber};
+use client::{Kind, Publisher, SendPlan, Subscriber, wait_until};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use media::MediaStats;
 use room::{ConversationId, EventQuery};
@@ -361,17 +361,6 @@ fn event_types(node: &Node, conversation: &str) -> Vec<String> {
         .iter()
         .map(|event| event.kind.to_string())
         .collect()
-}
-
-async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    condition()
 }
 
 // ---------------------------------------------------------------------------------------------

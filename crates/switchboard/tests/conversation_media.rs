@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use client::media::vp8_starts_keyframe;
-use client::{Kind, Publisher, SendPlan, Subscriber};
+use client::{Kind, Publisher, SendPlan, Subscriber, wait_until};
 use serde_json::{Value, json};
 use switchboard::{Config, Node};
 
@@ -67,17 +67,6 @@ struct Member {
     token: String,
     publisher: Publisher,
     leg: String,
-}
-
-async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    condition()
 }
 
 async fn join_and_publish(
