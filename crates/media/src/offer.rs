@@ -12,6 +12,9 @@ use crate::MediaError;
 
 /// Maximum length of a mid that fits in one RTP header extension element.
 const MAX_MID_BYTES: usize = 255;
+/// Maximum number of tracks one publisher leg may send: far above a camera, a microphone and a
+/// screen share, low enough that one offer cannot make the node hold hundreds of tracks.
+pub(crate) const MAX_TRACKS_PER_LEG: usize = 16;
 
 /// Summary of an offer, per media kind (index 0 audio, 1 video).
 #[derive(Debug)]
@@ -89,6 +92,22 @@ pub(crate) fn inspect(offer: &str) -> Result<OfferSummary, MediaError> {
     Ok(summary)
 }
 
+impl OfferSummary {
+    /// Checks that the offer sends something, and not more tracks than one leg may publish.
+    pub(crate) fn check_publishable(&self) -> Result<(), MediaError> {
+        let tracks: usize = self.sending.iter().sum();
+        if tracks == 0 {
+            return Err(MediaError::NothingToPublish);
+        }
+        if tracks > MAX_TRACKS_PER_LEG {
+            return Err(MediaError::InvalidOffer(format!(
+                "the offer sends {tracks} tracks; a leg may publish at most {MAX_TRACKS_PER_LEG}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +148,24 @@ mod tests {
         let long = AUDIO.replace("a=mid:0", &format!("a=mid:{}", "m".repeat(256)));
         assert!(matches!(
             inspect(&offer(&long)),
+            Err(MediaError::InvalidOffer(_))
+        ));
+    }
+
+    #[test]
+    fn publishable_needs_one_to_sixteen_tracks() {
+        let none = inspect(&offer(VIDEO)).expect("valid offer");
+        assert!(matches!(
+            none.check_publishable(),
+            Err(MediaError::NothingToPublish)
+        ));
+
+        let one = inspect(&offer(AUDIO)).expect("valid offer");
+        assert!(one.check_publishable().is_ok());
+
+        let many = inspect(&offer(&AUDIO.repeat(MAX_TRACKS_PER_LEG + 1))).expect("valid offer");
+        assert!(matches!(
+            many.check_publishable(),
             Err(MediaError::InvalidOffer(_))
         ));
     }

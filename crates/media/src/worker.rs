@@ -696,9 +696,7 @@ impl Worker {
             return Err(MediaError::DuplicateLeg(id));
         }
         let summary = offer::inspect(&offer)?;
-        if summary.sending == [0, 0] {
-            return Err(MediaError::NothingToPublish);
-        }
+        summary.check_publishable()?;
         let ufrag = self.unique_ufrag();
         let (mut pc, rtcp_received) = leg::build_peer_connection(
             &self.settings,

@@ -55,6 +55,16 @@ pub enum RoomError {
     /// A member receives its own media locally, never through the node.
     #[error("member {member} cannot subscribe to its own publisher leg {leg}")]
     OwnPublisherLeg { member: MemberId, leg: LegId },
+    /// The member already has a downstream leg receiving that publisher leg.
+    #[error("member {member} already receives publisher leg {publisher} on leg {leg}")]
+    AlreadySubscribed {
+        member: MemberId,
+        publisher: LegId,
+        leg: LegId,
+    },
+    /// The member has as many upstream legs as a member may have.
+    #[error("member {member} already publishes {limit} legs, the maximum per member")]
+    TooManyPublisherLegs { member: MemberId, limit: usize },
     /// A field of a new user, conversation or event is out of range.
     #[error("invalid {field}: {reason}")]
     InvalidField { field: &'static str, reason: String },

@@ -32,5 +32,7 @@ pub use member::{
     Channel, ChannelType, Member, MemberAction, MemberMedia, MemberState, MemberTimestamps,
     TrackSettings,
 };
-pub use registry::{Departure, MuteChange, PostedEvent, PublishedLeg, Registry};
+pub use registry::{
+    Departure, MAX_PUBLISHER_LEGS_PER_MEMBER, MuteChange, PostedEvent, PublishedLeg, Registry,
+};
 pub use user::{MAX_NAME_LENGTH, NewUser, User};

@@ -287,9 +287,7 @@ impl Registry {
         conversation_id: &ConversationId,
         member_id: &MemberId,
     ) -> Result<MuteState, RoomError> {
-        self.read(conversation_id, |record| {
-            Ok(record.joined_member(member_id)?.muted())
-        })
+        self.read(conversation_id, |record| check_publish(record, member_id))
     }
 
     /// Adds an upstream leg that publishes `tracks`, appending `rtc:new` and `member:media`.
@@ -303,7 +301,7 @@ impl Registry {
         tracks: &[MediaKind],
     ) -> Result<PublishedLeg, RoomError> {
         self.write(conversation_id, |record| {
-            let muted = record.joined_member(member_id)?.muted();
+            let muted = check_publish(record, member_id)?;
             let role = LegRole::Upstream {
                 tracks: tracks.to_vec(),
             };
@@ -555,6 +553,29 @@ fn join_member(record: &mut ConversationRecord, member_id: &MemberId) -> Result<
     Ok(member)
 }
 
+/// Maximum number of upstream legs one member may have open: a camera, a screen share and room
+/// to replace either without closing it first.
+pub const MAX_PUBLISHER_LEGS_PER_MEMBER: usize = 4;
+
+fn check_publish(
+    record: &ConversationRecord,
+    member_id: &MemberId,
+) -> Result<MuteState, RoomError> {
+    let muted = record.joined_member(member_id)?.muted();
+    let publishing = record
+        .legs
+        .iter()
+        .filter(|leg| leg.member_id == *member_id && leg.is_publisher())
+        .count();
+    if publishing >= MAX_PUBLISHER_LEGS_PER_MEMBER {
+        return Err(RoomError::TooManyPublisherLegs {
+            member: member_id.clone(),
+            limit: MAX_PUBLISHER_LEGS_PER_MEMBER,
+        });
+    }
+    Ok(muted)
+}
+
 fn check_subscribe<'a>(
     record: &'a ConversationRecord,
     member_id: &MemberId,
@@ -573,5 +594,14 @@ fn check_subscribe<'a>(
         });
     }
     record.joined_member(&leg.member_id)?;
+    if let Some(existing) = record.legs.iter().find(|candidate| {
+        candidate.member_id == *member_id && candidate.publisher() == Some(publisher)
+    }) {
+        return Err(RoomError::AlreadySubscribed {
+            member: member_id.clone(),
+            publisher: publisher.clone(),
+            leg: existing.id.clone(),
+        });
+    }
     Ok(leg)
 }

@@ -134,6 +134,8 @@ fn classify_room(error: &RoomError) -> (StatusCode, &'static str) {
         RoomError::DuplicateLeg(_) => (S::CONFLICT, "rtc:error:duplicate-leg"),
         RoomError::NotAPublisherLeg(_) => (S::BAD_REQUEST, "rtc:error:not-a-publisher"),
         RoomError::OwnPublisherLeg { .. } => (S::BAD_REQUEST, "rtc:error:own-leg"),
+        RoomError::AlreadySubscribed { .. } => (S::CONFLICT, "rtc:error:already-subscribed"),
+        RoomError::TooManyPublisherLegs { .. } => (S::CONFLICT, "rtc:error:too-many-legs"),
         RoomError::InvalidField { .. } => (S::BAD_REQUEST, "request:error:invalid-parameters"),
         RoomError::InvalidEventType(_) => (S::BAD_REQUEST, "event:error:invalid-type"),
         RoomError::EventTypeNotPostable(_) => (S::BAD_REQUEST, "event:error:not-postable"),

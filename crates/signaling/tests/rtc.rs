@@ -388,3 +388,46 @@ async fn ending_publisher_leg_ends_its_subscribers() {
     );
     assert_eq!(terminated.len(), 2);
 }
+
+#[tokio::test]
+async fn second_subscription_to_same_leg_is_409() {
+    let node = TestNode::start();
+    let conversation = node.create_conversation().await;
+    let alice = node.join(&conversation, "alice").await;
+    let bob = node.join(&conversation, "bob").await;
+    let alice_leg = node.publish(&conversation, &alice).await;
+    let first = node.subscribe(&conversation, &bob, &alice_leg).await;
+
+    let again = node
+        .offer(&conversation, &bob, RECVONLY, Some(&alice_leg))
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    assert_eq!(again.code(), "rtc:error:already-subscribed");
+    assert!(
+        again.body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&first),
+        "the error names the existing leg: {}",
+        again.body
+    );
+    assert_eq!(node.media.stats().await.expect("stats").legs, 2);
+}
+
+#[tokio::test]
+async fn publisher_legs_per_member_are_capped() {
+    let node = TestNode::start();
+    let conversation = node.create_conversation().await;
+    let alice = node.join(&conversation, "alice").await;
+    for _ in 0..room::MAX_PUBLISHER_LEGS_PER_MEMBER {
+        node.publish(&conversation, &alice).await;
+    }
+
+    let one_more = node.offer(&conversation, &alice, PUBLISH_AV, None).await;
+    assert_eq!(one_more.status, StatusCode::CONFLICT, "{}", one_more.body);
+    assert_eq!(one_more.code(), "rtc:error:too-many-legs");
+    assert_eq!(
+        node.media.stats().await.expect("stats").legs,
+        room::MAX_PUBLISHER_LEGS_PER_MEMBER
+    );
+}
