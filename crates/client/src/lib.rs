@@ -14,7 +14,7 @@ mod relay;
 pub use peer::{Kind, Peer, Publisher, ReceivedPacket, SendPlan, SentPacket, Subscriber};
 pub use relay::Relay;
 
-/// Polls `condition` every 20 ms until it holds or `timeout` passes, and returns its last value.
+/// Polls `condition` every 20 ms until it is true or `timeout` passes, and returns its last value.
 pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {

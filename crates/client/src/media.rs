@@ -76,12 +76,12 @@ pub fn vp8_counter(payload: &[u8]) -> Option<(u32, u8)> {
     Some((frame, counter[4]))
 }
 
-/// Whether a payload made by [`vp8_frame`] starts a keyframe.
+/// Returns whether a payload made by [`vp8_frame`] starts a keyframe.
 pub fn vp8_starts_keyframe(payload: &[u8]) -> bool {
     matches!(payload, [descriptor, tag, ..] if descriptor & 0x10 != 0 && tag & 0x01 == 0)
 }
 
-/// An audio payload: a TOC byte for a 20 ms CELT frame, then the packet number.
+/// Builds an audio payload: a TOC byte for a 20 ms CELT frame, then the packet number.
 pub fn opus_packet(number: u32, size: usize) -> Bytes {
     let mut payload = BytesMut::with_capacity(size.max(8));
     payload.put_u8(0x78);

@@ -283,7 +283,7 @@ fn new_state() -> Arc<PeerState> {
     })
 }
 
-/// What publishers and subscribers share: a peer connection, its observed state and the RTCP
+/// State that publishers and subscribers share: a peer connection, its observed state and the RTCP
 /// reports it received. [`Publisher`] and [`Subscriber`] dereference to it.
 pub struct Peer {
     pc: Arc<dyn PeerConnection>,

@@ -23,7 +23,7 @@ pub(crate) const KEYFRAME_REQUEST_SLOT: usize = 14_000;
 /// them consumes a report.
 pub(crate) const RTCP_COUNTER_SLOT: usize = 500;
 
-/// What a tap does with inbound RTCP; every packet passes on unchanged otherwise.
+/// Action of a tap on inbound RTCP. Every packet passes on unchanged otherwise.
 enum Tap {
     /// Marks compound packets holding a PLI or FIR for delivery to the worker.
     KeyframeRequests,

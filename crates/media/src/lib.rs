@@ -88,7 +88,7 @@ pub struct PublishAnswer {
     pub tracks: Vec<MediaKind>,
 }
 
-/// Why a leg was closed.
+/// Reason a leg was closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CloseReason {
     /// `close_leg` was called.
@@ -115,7 +115,7 @@ impl CloseReason {
     }
 }
 
-/// What happened on the wire, for the conversation layer.
+/// Event on the wire, for the conversation layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MediaEvent {
     /// ICE, DTLS and SRTP are up on the leg.

@@ -1155,7 +1155,7 @@ fn send(socket: &UdpSocket, stats: &mut MediaStats, datagram: &[u8], peer: Socke
 /// First byte of a DTLS alert record.
 const DTLS_ALERT: u8 = 21;
 
-/// What the core did with one input to a leg.
+/// Outcome of one input to a leg, as seen from outside the core.
 #[derive(Clone, Copy, Debug, Default)]
 struct Drained {
     rtp_packets: usize,
