@@ -1,7 +1,7 @@
-"""Interop with an independent WebRTC stack: aiortc publishes VP8 video to a Switchboard
+"""Interop with an independent WebRTC stack: aiortc publishes video to a Switchboard
 conversation and a second aiortc peer receives it through the node and decodes the frames.
 
-Usage: aiortc_interop.py BASE_URL TOKEN [--frames N] [--timeout SECONDS]
+Usage: aiortc_interop.py BASE_URL TOKEN [--codec vp8|h264] [--frames N] [--timeout SECONDS]
 
 It prints one line with the number of frames decoded and exits 0, or prints what failed and
 exits 1. Everything it talks to is the node at BASE_URL (loopback only): no STUN server.
@@ -18,7 +18,7 @@ import urllib.request
 import uuid
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
 from av import VideoFrame
 
@@ -80,7 +80,7 @@ async def gathered(pc):
         await asyncio.sleep(0.05)
 
 
-async def run(base, token, frames_wanted, timeout):
+async def run(base, token, codec, frames_wanted, timeout):
     api = Api(base, token)
     suffix = uuid.uuid4().hex[:8]
     conversation = api.call("POST", "/v0.1/conversations", {"name": f"aiortc-{suffix}"})["id"]
@@ -95,7 +95,12 @@ async def run(base, token, frames_wanted, timeout):
 
     config = RTCConfiguration(iceServers=[])
     publisher = RTCPeerConnection(config)
-    publisher.addTransceiver(PatternTrack(), direction="sendonly")
+    transceiver = publisher.addTransceiver(PatternTrack(), direction="sendonly")
+    # Offer only the codec under test, so the node must forward exactly that one.
+    mime_type = "video/" + {"vp8": "VP8", "h264": "H264"}[codec]
+    transceiver.setCodecPreferences(
+        [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == mime_type]
+    )
     await publisher.setLocalDescription(await publisher.createOffer())
     await gathered(publisher)
     published = api.call(
@@ -164,7 +169,10 @@ async def run(base, token, frames_wanted, timeout):
     if sizes != [(WIDTH, HEIGHT)]:
         print(f"aiortc interop failed: decoded frame sizes {sizes}, expected {WIDTH}x{HEIGHT}")
         return 1
-    print(f"aiortc interop: {len(decoded)} frames of {WIDTH}x{HEIGHT} decoded in {elapsed:.1f} s")
+    print(
+        f"aiortc interop: {len(decoded)} {codec} frames of {WIDTH}x{HEIGHT} decoded "
+        f"in {elapsed:.1f} s"
+    )
     return 0
 
 
@@ -172,10 +180,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("base_url")
     parser.add_argument("token")
+    parser.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--timeout", type=float, default=20.0)
     arguments = parser.parse_args()
-    sys.exit(asyncio.run(run(arguments.base_url, arguments.token, arguments.frames, arguments.timeout)))
+    sys.exit(
+        asyncio.run(
+            run(
+                arguments.base_url,
+                arguments.token,
+                arguments.codec,
+                arguments.frames,
+                arguments.timeout,
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

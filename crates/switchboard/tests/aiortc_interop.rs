@@ -1,6 +1,6 @@
 //! Interop with an independent WebRTC implementation: aiortc (Python, with its own ICE, DTLS,
-//! SRTP and libvpx through PyAV) publishes VP8 through a real node to a second aiortc peer,
-//! which must decode the frames.
+//! SRTP, and libvpx and libx264 through PyAV) publishes VP8 or H264 through a real node to a
+//! second aiortc peer, which must decode the frames.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -15,8 +15,8 @@ fn interop_python() -> PathBuf {
         .unwrap_or_else(|| root.join(".venv/bin/python"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aiortc_publishes_and_aiortc_decodes() {
+/// Runs the aiortc script for one codec against a fresh node and returns its output line.
+async fn interop(codec: &str) -> String {
     let python = interop_python();
     assert!(
         python.exists(),
@@ -32,7 +32,7 @@ async fn aiortc_publishes_and_aiortc_decodes() {
         .arg(&script)
         .arg(node.http_url())
         .arg(&token)
-        .args(["--frames", "60", "--timeout", "20"])
+        .args(["--codec", codec, "--frames", "60", "--timeout", "20"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -42,17 +42,32 @@ async fn aiortc_publishes_and_aiortc_decodes() {
         .await
         .expect("the aiortc script did not finish in 60 s")
         .expect("run the aiortc script");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
     assert!(
         output.status.success(),
-        "aiortc interop failed ({}):\n{stdout}\n{stderr}",
+        "aiortc interop with {codec} failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    assert!(stdout.contains("frames of 320x240 decoded"), "{stdout}");
 
     let stats = node.media().stats().await.expect("stats");
     assert!(stats.router.forwarded_packets > 0);
     node.shutdown().await.expect("shutdown");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_vp8_through_node_decodes() {
+    let output = interop("vp8").await;
+    assert!(output.contains("vp8 frames of 320x240 decoded"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_h264_through_node_decodes() {
+    let output = interop("h264").await;
+    assert!(
+        output.contains("h264 frames of 320x240 decoded"),
+        "{output}"
+    );
 }
