@@ -49,12 +49,18 @@ impl Demux {
     }
 
     /// Returns the leg a datagram from `source` belongs to, if any.
+    ///
+    /// A STUN request goes to the leg its USERNAME names even from an address bound to another
+    /// leg: a peer that restarts on the same address (a fixed port, or a NAT that kept its
+    /// mapping) starts a new leg there. The named leg's ICE agent checks MESSAGE-INTEGRITY
+    /// before the address moves to it.
     pub(crate) fn route(&self, source: SocketAddr, datagram: &[u8]) -> Option<LegKey> {
-        if let Some(leg) = self.by_address.get(&source) {
+        if let Some(ufrag) = local_ufrag(datagram)
+            && let Some(leg) = self.by_ufrag.get(ufrag.as_str())
+        {
             return Some(*leg);
         }
-        let ufrag = local_ufrag(datagram)?;
-        self.by_ufrag.get(ufrag.as_str()).copied()
+        self.by_address.get(&source).copied()
     }
 }
 
@@ -106,6 +112,24 @@ mod tests {
         let source: SocketAddr = "127.0.0.1:5000".parse().expect("address");
         assert_eq!(demux.route(source, &[0x80, 0x60, 0, 1, 0, 0, 0, 0]), None);
         assert_eq!(demux.route(source, &[]), None);
+    }
+
+    #[test]
+    fn stun_username_wins_over_bound_address() {
+        let mut demux = Demux::default();
+        let source: SocketAddr = "127.0.0.1:5000".parse().expect("address");
+        demux.add_ufrag("old1".into(), 1);
+        demux.add_ufrag("new2".into(), 2);
+        demux.bind_address(source, 1);
+        assert_eq!(
+            demux.route(source, &binding_request("new2:remote")),
+            Some(2)
+        );
+        assert_eq!(
+            demux.route(source, &binding_request("gone:remote")),
+            Some(1)
+        );
+        assert_eq!(demux.route(source, &[0x80, 0x60, 0, 1]), Some(1));
     }
 
     #[test]

@@ -43,9 +43,8 @@ pub(crate) struct PublishedTrack {
     pub(crate) track: TrackId,
     pub(crate) kind: MediaKind,
     pub(crate) receiver: RTCRtpReceiverId,
-    /// `a=msid` track id string the `rtc` core tags this receiver's packets with.
-    pub(crate) stream_track_id: Option<String>,
-    /// SSRC of the publisher's stream, learnt from the first packet; keyframe requests name it.
+    /// SSRC of the publisher's stream, learnt from the first packet. Packets are routed by it,
+    /// and keyframe requests name it.
     pub(crate) media_ssrc: Option<u32>,
     pub(crate) codecs: Vec<RTCRtpCodecParameters>,
     pub(crate) extensions: ExtensionIds,

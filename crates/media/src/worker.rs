@@ -332,11 +332,11 @@ impl Worker {
         while let Some(event) = leg.pc.poll_event() {
             events.push(event);
         }
-        let mut packets: Vec<(String, Packet)> = Vec::new();
+        let mut packets: Vec<Packet> = Vec::new();
         let mut keyframe_requests: Vec<String> = Vec::new();
         while let Some(message) = leg.pc.poll_read() {
             match message.message {
-                RTCMessage::RtpPacket(track_id, packet) => packets.push((track_id, packet)),
+                RTCMessage::RtpPacket(_, packet) => packets.push(packet),
                 // Only PLI and FIR are let through by the keyframe feedback interceptor.
                 RTCMessage::RtcpPacket(track_id, _) => keyframe_requests.push(track_id),
                 _ => {}
@@ -348,8 +348,8 @@ impl Worker {
             self.handle_event(key, event, now);
         }
         let rtp_packets = packets.len();
-        for (track_id, packet) in packets {
-            self.route_packet(key, &track_id, &packet, now);
+        for packet in packets {
+            self.route_packet(key, &packet, now);
         }
         for track_id in keyframe_requests {
             self.handle_subscriber_keyframe_request(key, &track_id, now);
@@ -458,7 +458,6 @@ impl Worker {
                     return;
                 }
                 track.started = true;
-                track.stream_track_id = Some(init.track_id.clone());
                 track.media_ssrc = Some(init.ssrc);
                 let kind = track.kind;
                 info!(leg = %id, ?kind, ssrc = init.ssrc, "published track started");
@@ -468,23 +467,21 @@ impl Worker {
         }
     }
 
-    fn route_packet(&mut self, key: LegKey, stream_track_id: &str, packet: &Packet, now: Instant) {
+    /// Routes a publisher's packet by its SSRC, which the track learnt when its first packet
+    /// opened it. The core's track id is no key: offers without `a=msid` give every track the
+    /// same empty one.
+    fn route_packet(&mut self, key: LegKey, packet: &Packet, now: Instant) {
         let Some(publisher) = self.legs.get(&key).and_then(Leg::publisher) else {
             return;
         };
+        let ssrc = Some(packet.header.ssrc);
         let Some(track) = publisher
             .tracks
             .iter()
-            .find(|track| track.stream_track_id.as_deref() == Some(stream_track_id))
+            .find(|track| track.media_ssrc == ssrc)
         else {
             return;
         };
-        if track
-            .media_ssrc
-            .is_some_and(|ssrc| ssrc != packet.header.ssrc)
-        {
-            return;
-        }
         let track_id = track.track;
 
         let mut forwards = std::mem::take(&mut self.forwards);
@@ -728,7 +725,6 @@ impl Worker {
                 continue;
             };
             offered_send_sections += 1;
-            let stream_track_id = receiver.track().track_id().to_string();
             let parameters = receiver.get_parameters().rtp_parameters.clone();
             if parameters.codecs.is_empty() {
                 continue;
@@ -736,7 +732,6 @@ impl Worker {
             tracks.push(published_track(
                 kind,
                 receiver_id,
-                stream_track_id,
                 parameters.codecs,
                 &parameters.header_extensions,
             ));
@@ -1201,7 +1196,6 @@ fn extension_id(extensions: &[RTCRtpHeaderExtensionParameters], uri: &str) -> Op
 fn published_track(
     kind: MediaKind,
     receiver: rtc::rtp_transceiver::RTCRtpReceiverId,
-    stream_track_id: String,
     codecs: Vec<rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters>,
     extensions: &[RTCRtpHeaderExtensionParameters],
 ) -> PublishedTrack {
@@ -1219,7 +1213,6 @@ fn published_track(
         track: 0,
         kind,
         receiver,
-        stream_track_id: (!stream_track_id.is_empty()).then_some(stream_track_id),
         media_ssrc: None,
         codecs,
         extensions: extensions
