@@ -133,6 +133,10 @@ pub struct MediaStats {
     pub legs: usize,
     pub publisher_legs: usize,
     pub subscriber_legs: usize,
+    /// Published tracks in the router.
+    pub tracks: usize,
+    /// Subscriptions in the router, over all tracks.
+    pub subscriptions: usize,
     /// Datagrams from an address no leg owns that were not a STUN request for a known leg.
     pub unroutable_datagrams: u64,
     /// Datagrams from a leg's address that were not WebRTC, STUN requests its ICE agent did not

@@ -661,6 +661,8 @@ impl Worker {
             .filter(|leg| matches!(leg.role, Role::Publisher(_)))
             .count();
         stats.subscriber_legs = stats.legs - stats.publisher_legs;
+        stats.tracks = self.router.track_count();
+        stats.subscriptions = self.router.subscription_count();
         stats
     }
 

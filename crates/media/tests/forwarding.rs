@@ -180,6 +180,8 @@ async fn three_members_receive_each_other() {
     let stats = media.stats().await.expect("stats");
     assert_eq!(stats.publisher_legs, 3);
     assert_eq!(stats.subscriber_legs, 6);
+    assert_eq!(stats.tracks, 6);
+    assert_eq!(stats.subscriptions, 12);
     assert!(stats.router.forwarded_packets > 0);
     media.shutdown();
 }
@@ -390,6 +392,8 @@ async fn closing_publisher_ends_its_subscriber_legs() {
     );
     let stats = media.stats().await.expect("stats");
     assert_eq!(stats.legs, 0);
+    assert_eq!(stats.tracks, 0, "the publisher's tracks stay in the router");
+    assert_eq!(stats.subscriptions, 0, "subscriptions stay in the router");
     assert!(matches!(
         media.close_leg(LegId::from("a-up")).await,
         Err(MediaError::LegNotFound(_))
@@ -444,7 +448,13 @@ async fn vanished_publisher_is_closed_when_consent_expires() {
         ]
     );
     assert!(cut_at.elapsed() < Duration::from_secs(15));
-    assert_eq!(media.stats().await.expect("stats").legs, 0);
+    let stats = media.stats().await.expect("stats");
+    assert_eq!(stats.legs, 0);
+    assert_eq!(
+        stats.tracks, 0,
+        "the vanished publisher's tracks stay in the router"
+    );
+    assert_eq!(stats.subscriptions, 0, "subscriptions stay in the router");
     publisher.close().await;
     media.shutdown();
 }

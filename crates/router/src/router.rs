@@ -333,6 +333,16 @@ impl Router {
         &self.stats
     }
 
+    /// Number of published tracks the router holds.
+    pub fn track_count(&self) -> usize {
+        self.tracks.len()
+    }
+
+    /// Number of subscriptions the router holds, over all tracks.
+    pub fn subscription_count(&self) -> usize {
+        self.subscription_tracks.len()
+    }
+
     /// Returns the subscriptions of a track in the order they were made, or none for an
     /// unknown track.
     pub fn subscriptions(&self, track: TrackId) -> impl Iterator<Item = SubscriptionId> + '_ {

@@ -1536,6 +1536,11 @@ async fn leg_cycles_leave_nothing() {
         "expected no packet routed after every leg closed"
     );
     assert_eq!(after.legs, 0, "expected no leg in the media worker");
+    assert_eq!(after.tracks, 0, "expected no track in the router");
+    assert_eq!(
+        after.subscriptions, 0,
+        "expected no subscription in the router"
+    );
 
     // Offers without peers: publish, subscribe, then end the publisher leg, or the subscriber
     // leg and then the publisher leg.
