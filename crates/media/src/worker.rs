@@ -237,6 +237,7 @@ impl Worker {
             );
             return;
         };
+
         let kind = DatagramKind::of(datagram);
         if kind == DatagramKind::Other {
             self.stats.rejected_datagrams += 1;
@@ -246,6 +247,7 @@ impl Worker {
             );
             return;
         }
+
         let Some(leg) = self.legs.get_mut(&key) else {
             self.stats.unroutable_datagrams += 1;
             return;
@@ -269,11 +271,13 @@ impl Worker {
             self.drain(key, now);
             return;
         }
+
         let drained = self.drain(key, now);
         let rtcp_after = self
             .legs
             .get(&key)
             .map_or(rtcp_before, |leg| leg.rtcp_received.load(Ordering::Relaxed));
+
         // The core drops what fails its checks without an error, so silence is how a rejection
         // shows: RTP or RTCP that fails SRTP authentication or replay checks yields no packet,
         // and a binding request that fails MESSAGE-INTEGRITY gets no response.
@@ -287,6 +291,7 @@ impl Worker {
             self.stats.rejected_datagrams += 1;
             trace!(length = datagram.len(), ?kind, "leg dropped a datagram");
         }
+
         // The core answers a peer's close_notify with its own alert but reports no state change,
         // and only an authenticated alert gets that reply, so the reply marks the hang-up.
         if connected && kind == DatagramKind::Dtls && drained.alert_sent {
@@ -555,6 +560,7 @@ impl Worker {
         let Some(track) = publisher.tracks.iter_mut().find(|t| t.track == track_id) else {
             return;
         };
+
         // Before the first packet the SSRC is unknown; the router retries from `route`.
         let Some(media_ssrc) = track.media_ssrc else {
             return;
@@ -575,6 +581,7 @@ impl Worker {
                 media_ssrc,
             })
         };
+
         let receiver = track.receiver;
         let Some(mut rtp_receiver) = leg.pc.rtp_receiver(receiver) else {
             return;
@@ -583,6 +590,7 @@ impl Worker {
             debug!(leg = %leg.id, %error, "failed to queue a keyframe request");
             return;
         }
+
         self.stats.keyframe_requests_sent += 1;
         trace!(leg = %leg.id, media_ssrc, "keyframe request sent to publisher");
         self.pending_flush.push(key);
