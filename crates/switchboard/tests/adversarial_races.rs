@@ -21,15 +21,15 @@ use client::media::{
 use client::{Kind, Publisher, ReceivedPacket, SendPlan, Subscriber, wait_until};
 use media::MediaStats;
 use room::{ConversationId, EventQuery, EventType};
-use serde_json::{Value, json};
+use serde_json::json;
 use switchboard::{Config, Node};
 use tokio::net::UdpSocket;
 use tokio::sync::RwLock;
 use tokio::task::JoinHandle;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const PUBLISH_AV: &str = include_str!("../../signaling/tests/fixtures/chrome-publish-av.sdp");
-const RECEIVE_ONLY: &str = include_str!("../../signaling/tests/fixtures/chrome-recvonly.sdp");
+mod common;
+
+use common::{Api, CONNECT_TIMEOUT, PUBLISH_AV, RECEIVE_ONLY, Reply, assert_problem, fast_config};
 
 /// Taken for writing by the test that measures the process's memory, and for reading by every
 /// other test, so that no other test allocates while it measures.
@@ -41,130 +41,6 @@ static NODE_START: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 // ---------------------------------------------------------------------------------------------
 // A node, its REST API and a conversation with members
 // ---------------------------------------------------------------------------------------------
-
-/// Settings of a test node: ephemeral loopback ports and ICE timeouts short enough that a
-/// vanished peer is closed within about three seconds.
-fn fast_config() -> Config {
-    let mut config = Config::ephemeral();
-    config.media.ice_disconnected_timeout_ms = 1_000;
-    config.media.ice_failed_timeout_ms = 2_000;
-    config
-}
-
-/// Status, parsed JSON body (null when empty or not JSON) and raw text of a response.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    body: Value,
-    text: String,
-    content_type: String,
-}
-
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    fn new(node: &Node) -> Api {
-        Api {
-            http: reqwest::Client::new(),
-            base: node.http_url(),
-        }
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        token: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> Reply {
-        let url = format!("{}/v0.1{path}", self.base);
-        let mut request = self.http.request(method.clone(), url).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let text = response.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            body,
-            text,
-            content_type,
-        }
-    }
-
-    async fn post(&self, token: &str, path: &str, body: Value) -> Reply {
-        self.send(reqwest::Method::POST, token, path, Some(body))
-            .await
-    }
-
-    async fn delete(&self, token: &str, path: &str) -> Reply {
-        self.send(reqwest::Method::DELETE, token, path, None).await
-    }
-
-    async fn get(&self, token: &str, path: &str) -> Reply {
-        self.send(reqwest::Method::GET, token, path, None).await
-    }
-
-    /// Posts and expects a 2xx status.
-    async fn post_ok(&self, token: &str, path: &str, body: Value) -> Value {
-        let reply = self.post(token, path, body).await;
-        assert!(
-            (200..300).contains(&reply.status),
-            "POST {path} failed with {}: {}",
-            reply.status,
-            reply.text
-        );
-        reply.body
-    }
-}
-
-/// Asserts that a reply is a JSON problem with the expected status and `type`, with a
-/// non-empty `title` and `detail`.
-#[track_caller]
-fn assert_problem(reply: &Reply, status: u16, code: &str, case: &str) {
-    assert_eq!(
-        reply.status, status,
-        "{case}: expected status {status}, got {}: {}",
-        reply.status, reply.text
-    );
-    assert!(
-        reply.content_type.starts_with("application/json"),
-        "{case}: expected a JSON content type, got {:?}",
-        reply.content_type
-    );
-    assert_eq!(
-        reply.body["type"], code,
-        "{case}: expected type {code}: {}",
-        reply.text
-    );
-    let title = reply.body["title"].as_str().unwrap_or_default();
-    assert!(
-        !title.is_empty(),
-        "{case}: expected a title: {}",
-        reply.text
-    );
-    let detail = reply.body["detail"].as_str().unwrap_or_default();
-    assert!(
-        !detail.is_empty(),
-        "{case}: expected a detail: {}",
-        reply.text
-    );
-}
 
 #[derive(Clone)]
 struct MemberInfo {

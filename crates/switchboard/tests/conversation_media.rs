@@ -8,59 +8,9 @@ use client::{Kind, Publisher, SendPlan, Subscriber, wait_until};
 use serde_json::{Value, json};
 use switchboard::{Config, Node};
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+mod common;
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        token: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}/v0.1{path}", self.base))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("response body");
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}"))
-        };
-        (status, value)
-    }
-
-    async fn post(&self, token: &str, path: &str, body: Value) -> Value {
-        let (status, value) = self
-            .send(reqwest::Method::POST, token, path, Some(body))
-            .await;
-        assert!(
-            (200..300).contains(&status),
-            "POST {path} failed with {status}: {value}"
-        );
-        value
-    }
-
-    async fn get(&self, token: &str, path: &str) -> Value {
-        let (status, value) = self.send(reqwest::Method::GET, token, path, None).await;
-        assert_eq!(status, 200, "GET {path}: {value}");
-        value
-    }
-}
+use common::{Api, CONNECT_TIMEOUT as TIMEOUT};
 
 struct Member {
     id: String,
@@ -76,12 +26,12 @@ async fn join_and_publish(
     conversation: &str,
     name: &str,
 ) -> Member {
-    api.post(admin, "/users", json!({ "name": name })).await;
+    api.post_ok(admin, "/users", json!({ "name": name })).await;
     let token = node
         .user_token(name, Duration::from_secs(600))
         .expect("user token");
     let member = api
-        .post(
+        .post_ok(
             &token,
             &format!("/conversations/{conversation}/members"),
             json!({ "user_name": name, "action": "join", "channel": { "type": "app" } }),
@@ -93,7 +43,7 @@ async fn join_and_publish(
     let publisher = Publisher::new().await.expect("publisher");
     let offer = publisher.offer().await.expect("offer");
     let reply = api
-        .post(
+        .post_ok(
             &token,
             &format!("/conversations/{conversation}/rtc"),
             json!({ "from": id, "body": { "offer": { "type": "offer", "sdp": offer } } }),
@@ -126,7 +76,7 @@ async fn subscribe(
     let subscriber = Subscriber::new().await.expect("subscriber");
     let offer = subscriber.offer().await.expect("offer");
     let reply = api
-        .post(
+        .post_ok(
             &member.token,
             &format!("/conversations/{conversation}/rtc"),
             json!({
@@ -162,12 +112,9 @@ fn event_types(events: &Value) -> Vec<String> {
 async fn members_see_hear_mute_and_leave() {
     let node = Node::start(Config::ephemeral()).await.expect("start node");
     let admin = node.admin_token(Duration::from_secs(600)).expect("admin");
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: node.http_url(),
-    };
+    let api = Api::new(&node);
     let conversation = api
-        .post(
+        .post_ok(
             &admin,
             "/conversations",
             json!({ "name": "standup", "properties": { "video": true } }),
@@ -217,7 +164,7 @@ async fn members_see_hear_mute_and_leave() {
     }
 
     // Alice mutes her camera through the event API.
-    api.post(
+    api.post_ok(
         &members[0].token,
         &format!("/conversations/{conversation}/events"),
         json!({ "type": "video:mute:on", "from": members[0].id, "body": {} }),
@@ -237,7 +184,7 @@ async fn members_see_hear_mute_and_leave() {
         "alice's audio must go on while her video is muted"
     );
     let requests_before = members[0].publisher.keyframe_requests();
-    api.post(
+    api.post_ok(
         &members[0].token,
         &format!("/conversations/{conversation}/events"),
         json!({ "type": "video:mute:off", "from": members[0].id, "body": {} }),
@@ -265,7 +212,7 @@ async fn members_see_hear_mute_and_leave() {
     }
 
     let events = api
-        .get(&admin, &format!("/conversations/{conversation}/events"))
+        .get_ok(&admin, &format!("/conversations/{conversation}/events"))
         .await;
     let types = event_types(&events);
     assert!(
@@ -279,14 +226,13 @@ async fn members_see_hear_mute_and_leave() {
     assert!(types.iter().any(|kind| kind == "member:media"), "{types:?}");
 
     // Carol leaves: her legs end, and nobody receives her any more.
-    let (status, _) = api
-        .send(
-            reqwest::Method::DELETE,
+    let status = api
+        .delete(
             &members[2].token,
             &format!("/conversations/{conversation}/members/{}", members[2].id),
-            None,
         )
-        .await;
+        .await
+        .status;
     assert!((200..300).contains(&status), "leaving failed with {status}");
     // Left: alice's and bob's publisher legs, and their views of each other.
     let deadline = Instant::now() + TIMEOUT;
@@ -303,14 +249,14 @@ async fn members_see_hear_mute_and_leave() {
         "carol's legs and the legs receiving her were not all closed"
     );
     let carol = api
-        .get(
+        .get_ok(
             &admin,
             &format!("/conversations/{conversation}/members/{}", members[2].id),
         )
         .await;
     assert_eq!(carol["state"], "LEFT");
     let events = api
-        .get(&admin, &format!("/conversations/{conversation}/events"))
+        .get_ok(&admin, &format!("/conversations/{conversation}/events"))
         .await;
     let types = event_types(&events);
     assert!(types.iter().any(|kind| kind == "member:left"), "{types:?}");
