@@ -71,7 +71,7 @@ impl Relay {
         sdp.replace(&from, &to)
     }
 
-    /// Sends a datagram to the node from the address the node knows as the peer's, as an
+    /// Sends a datagram to the node from the address the node has bound to the peer, as an
     /// attacker on the path or a broken peer could.
     pub async fn inject(&self, datagram: &[u8]) -> std::io::Result<()> {
         self.server_side.send(datagram).await.map(|_| ())

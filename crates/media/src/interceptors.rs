@@ -2,7 +2,7 @@
 //!
 //! The `rtc` interceptor chain ends in a terminus that drops inbound RTCP unless a packet carries
 //! `Attribute::DeliverToApplication`. On the application side, an [`RtcpTap`] lets PLI and FIR from
-//! subscribers through, because the worker relays them to the publisher; reports and NACKs stay
+//! subscribers through, because the worker relays them to the publisher. Reports and NACKs stay
 //! inside the chain. On the wire side, another counts the RTCP that passed SRTCP authentication,
 //! because the core drops what fails it without any other trace.
 

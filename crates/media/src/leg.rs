@@ -111,8 +111,8 @@ impl Leg {
     }
 }
 
-/// Builds an ICE-lite peer connection that knows its ICE ufrag in advance, so the
-/// demultiplexer can route the first binding request to it.
+/// Builds an ICE-lite peer connection whose ICE ufrag is set in advance, so the demultiplexer
+/// can route the first binding request to it.
 pub(crate) fn build_peer_connection(
     settings: &LegSettings,
     mut engine: MediaEngine,

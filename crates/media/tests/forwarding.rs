@@ -26,6 +26,12 @@ fn start_node() -> (MediaHandle, UnboundedReceiver<MediaEvent>) {
 }
 
 async fn publish(media: &MediaHandle, leg: &str) -> Publisher {
+    publish_via(media, leg, None).await
+}
+
+/// Publishes audio and video on a new leg, through `relay` if given, and waits for the peer to
+/// connect.
+async fn publish_via(media: &MediaHandle, leg: &str, relay: Option<&Relay>) -> Publisher {
     let publisher = Publisher::new().await.expect("publisher");
     let offer = publisher.offer().await.expect("publisher offer");
     let answer = media
@@ -33,10 +39,11 @@ async fn publish(media: &MediaHandle, leg: &str) -> Publisher {
         .await
         .expect("publish answer");
     assert_eq!(answer.tracks, vec![MediaKind::Audio, MediaKind::Video]);
-    publisher
-        .apply_answer(answer.sdp)
-        .await
-        .expect("apply answer");
+    let sdp = match relay {
+        Some(relay) => relay.rewrite_answer(&answer.sdp),
+        None => answer.sdp,
+    };
+    publisher.apply_answer(sdp).await.expect("apply answer");
     publisher
         .wait_connected(CONNECT_TIMEOUT)
         .await
@@ -405,20 +412,7 @@ async fn closing_publisher_ends_its_subscriber_legs() {
 async fn vanished_publisher_is_closed_when_consent_expires() {
     let (media, mut events) = start_node();
     let relay = Relay::start(media.local_addr()).await.expect("relay");
-    let publisher = Publisher::new().await.expect("publisher");
-    let offer = publisher.offer().await.expect("offer");
-    let answer = media
-        .publish(LegId::from("a-up"), offer, MuteState::default())
-        .await
-        .expect("publish");
-    publisher
-        .apply_answer(relay.rewrite_answer(&answer.sdp))
-        .await
-        .expect("apply answer");
-    publisher
-        .wait_connected(CONNECT_TIMEOUT)
-        .await
-        .expect("publisher connects through the relay");
+    let publisher = publish_via(&media, "a-up", Some(&relay)).await;
     let subscriber = subscribe(&media, "b-from-a", "a-up").await;
     publisher.start_media(SendPlan::default());
     assert!(
@@ -463,20 +457,7 @@ async fn vanished_publisher_is_closed_when_consent_expires() {
 async fn forged_and_stray_datagrams_are_dropped_and_counted() {
     let (media, _events) = start_node();
     let relay = Relay::start(media.local_addr()).await.expect("relay");
-    let publisher = Publisher::new().await.expect("publisher");
-    let offer = publisher.offer().await.expect("offer");
-    let answer = media
-        .publish(LegId::from("a-up"), offer, MuteState::default())
-        .await
-        .expect("publish");
-    publisher
-        .apply_answer(relay.rewrite_answer(&answer.sdp))
-        .await
-        .expect("apply answer");
-    publisher
-        .wait_connected(CONNECT_TIMEOUT)
-        .await
-        .expect("publisher connects");
+    let publisher = publish_via(&media, "a-up", Some(&relay)).await;
     let subscriber = subscribe(&media, "b-from-a", "a-up").await;
     publisher.start_media(SendPlan::default());
     assert!(

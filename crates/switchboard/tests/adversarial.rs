@@ -2445,8 +2445,8 @@ async fn invalid_offer_burst_keeps_media_flowing() {
         .map(|line| format!("{line}\r\n"))
         .collect();
 
-    // Before the worker took one command per loop turn, bob heard nothing for 570 to 780 ms;
-    // audio arrives every 20 ms, and the limit below leaves room for a loaded CI machine.
+    // Before the worker took one command per loop turn, bob heard nothing for 570 to 780 ms.
+    // Audio arrives every 20 ms, so the limit below still leaves room for a loaded CI machine.
     // How many offers queue up in the worker at once depends on scheduling, so there are
     // three rounds. Each uses new connections: on a 2-core machine, offers sent over new
     // connections stalled the worker in most rounds, and over pooled ones in few.

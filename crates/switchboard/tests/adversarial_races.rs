@@ -5,8 +5,8 @@
 //! and many publish and subscribe cycles.
 //!
 //! The contract checked here: closed legs leave nothing behind in the media worker or the
-//! room, each leg gets exactly one `rtc:terminate`, subscribers see no sequence gap across
-//! mute and resume at a keyframe, keyframe requests stay rate-limited, and shutdown closes
+//! room, and each leg gets exactly one `rtc:terminate`. Subscribers see no sequence gap across
+//! mute and resume at a keyframe. Keyframe requests stay rate-limited, and shutdown closes
 //! every leg.
 
 use std::collections::HashSet;
@@ -347,6 +347,7 @@ impl Proxy {
         let server_side = UdpSocket::bind("127.0.0.1:0").await.expect("bind proxy");
         server_side.connect(server).await.expect("connect proxy");
         let address = peer_side.local_addr().expect("proxy address");
+
         let peer = Arc::new(Mutex::new(None::<SocketAddr>));
         let retired = Arc::new(Mutex::new(Vec::new()));
         let drop_rtcp = Arc::new(AtomicBool::new(false));
@@ -354,6 +355,7 @@ impl Proxy {
         let alerts_to_peer = Arc::new(AtomicU64::new(0));
         let paused = Arc::new(AtomicBool::new(false));
         let cut = Arc::new(AtomicBool::new(false));
+
         let task = {
             let (peer, retired) = (Arc::clone(&peer), Arc::clone(&retired));
             let (drop_rtcp, dropped_rtcp) = (Arc::clone(&drop_rtcp), Arc::clone(&dropped_rtcp));
@@ -397,6 +399,7 @@ impl Proxy {
                 }
             })
         };
+
         Proxy {
             address,
             server,
