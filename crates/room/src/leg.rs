@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use crate::id::{ConversationId, LegId, MemberId};
 
 /// The kind of a track, as in the SDP media section (`m=audio` or `m=video`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MediaKind {
     Audio,
@@ -33,7 +33,7 @@ impl fmt::Display for MediaKind {
 }
 
 /// Mute flags of one member, by kind.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MuteState {
     pub audio: bool,
     pub video: bool,
@@ -59,7 +59,7 @@ pub enum LegRole {
 }
 
 /// Connection state of a leg as the media worker reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LegState {
     /// The offer was answered, but ICE and DTLS are not up yet.

@@ -12,7 +12,7 @@ use crate::leg::{MediaKind, MuteState};
 ///
 /// A member is created INVITED or JOINED, an INVITED member may become JOINED, and either may
 /// become LEFT. LEFT is final: a user who comes back gets a new member.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum MemberState {
     Invited,
@@ -46,7 +46,7 @@ pub enum MemberAction {
 
 /// The kind of client a member is connected through. Only in-app clients exist so far. Phone
 /// and SIP channels would be further variants.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelType {
     #[default]
@@ -54,14 +54,14 @@ pub enum ChannelType {
 }
 
 /// The channel of a member, serialized as `{"type": "app"}`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Channel {
     #[serde(rename = "type")]
     pub kind: ChannelType,
 }
 
 /// When the member entered each state it has been in.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberTimestamps {
     #[serde(
         with = "time::serde::rfc3339::option",
@@ -85,14 +85,14 @@ pub struct MemberTimestamps {
 
 /// Media state of one kind: whether any publisher leg of the member sends it, and whether the
 /// member is muted for it. Mute outlives legs, so a new publisher leg starts muted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrackSettings {
     pub enabled: bool,
     pub muted: bool,
 }
 
 /// Media state of a member, the content of its `member:media` events.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberMedia {
     pub audio_settings: TrackSettings,
     pub video_settings: TrackSettings,

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::auth::AuthError;
 
 /// One request field that failed validation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct InvalidParameter {
     /// Path of the field in the request, such as `body.offer.sdp` or `page_size`.
     pub name: String,
@@ -164,12 +164,16 @@ fn classify_media(error: &MediaError) -> (StatusCode, &'static str) {
 }
 
 /// The JSON body of an error response.
-#[derive(Serialize)]
-struct ErrorBody {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// Stable code to match on, such as `conversation:error:not-found`.
     #[serde(rename = "type")]
     code: &'static str,
+    /// The HTTP status text.
     title: &'static str,
+    /// What failed, on which value, and what to do next.
     detail: String,
+    /// The request fields that failed validation, for a 400.
     #[serde(skip_serializing_if = "Option::is_none")]
     invalid_parameters: Option<Vec<InvalidParameter>>,
 }

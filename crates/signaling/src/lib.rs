@@ -12,6 +12,7 @@ mod convert;
 mod error;
 mod extract;
 mod media_events;
+mod openapi;
 mod routes;
 mod state;
 mod views;

@@ -5,7 +5,9 @@ use room::{
     Member, MemberMedia, MemberState, MemberTimestamps, MuteState, User,
 };
 use serde::Serialize;
+use serde_json::Value;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 /// Path prefix of the REST API.
 pub const API_BASE: &str = "/v0.1";
@@ -19,19 +21,19 @@ pub(crate) fn conversation_href(conversation_id: &str) -> String {
 }
 
 /// Body of a 201 response to a POST that created a resource.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct Created {
     pub id: String,
     pub href: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct CreatedTimestamp {
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct UserView {
     pub id: String,
     pub name: String,
@@ -55,7 +57,7 @@ impl From<User> for UserView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct MemberView {
     pub id: String,
     pub conversation_id: String,
@@ -92,7 +94,7 @@ impl From<Member> for MemberView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct PropertiesView {
     pub video: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -108,7 +110,7 @@ impl From<ConversationProperties> for PropertiesView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct ConversationView {
     pub id: String,
     pub name: String,
@@ -143,10 +145,21 @@ impl From<Conversation> for ConversationView {
     }
 }
 
-#[derive(Serialize)]
+/// One event of a conversation's log.
+#[derive(Serialize, ToSchema)]
 pub(crate) struct EventView {
-    #[serde(flatten)]
-    pub event: Event,
+    /// Position in the conversation's log: 1 for the first event, then consecutive.
+    pub id: u64,
+    /// `member:joined`, `rtc:new`, `audio:mute:on`, `custom:<name>` and so on.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Member the event is from: the actor, or the member a node-made event is about.
+    pub from: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    pub body: Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub timestamp: OffsetDateTime,
     pub href: String,
 }
 
@@ -154,7 +167,12 @@ impl EventView {
     pub fn new(conversation_id: &str, event: Event) -> Self {
         EventView {
             href: event_href(conversation_id, event.id),
-            event,
+            id: event.id,
+            kind: event.kind.to_string(),
+            from: event.from.to_string(),
+            to: event.to.map(|to| to.to_string()),
+            body: event.body,
+            timestamp: event.timestamp,
         }
     }
 }
@@ -164,7 +182,7 @@ pub(crate) fn event_href(conversation_id: &str, event_id: u64) -> String {
 }
 
 /// Body of a 201 response to a posted event.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct PostedEventView {
     pub id: u64,
     #[serde(with = "time::serde::rfc3339")]
@@ -173,18 +191,18 @@ pub(crate) struct PostedEventView {
 }
 
 /// Body of a 201 response to an offer: `{rtc_id, body: {answer: {type: "answer", sdp}}}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct RtcAnswerView {
     pub rtc_id: String,
     pub body: RtcAnswerBody,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct RtcAnswerBody {
     pub answer: SessionDescription,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct SessionDescription {
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -206,12 +224,12 @@ impl RtcAnswerView {
 }
 
 /// The legs of a conversation, as the forwarding table the room derives.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct LegsView {
     pub publishers: Vec<PublisherView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct PublisherView {
     pub rtc_id: String,
     pub member_id: String,
@@ -221,7 +239,7 @@ pub(crate) struct PublisherView {
     pub subscribers: Vec<SubscriberView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct SubscriberView {
     pub rtc_id: String,
     pub member_id: String,

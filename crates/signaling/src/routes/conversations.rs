@@ -6,8 +6,9 @@ use axum::http::StatusCode;
 use room::{ConversationId, ConversationProperties, NewConversation};
 use serde::Deserialize;
 use tracing::info;
+use utoipa::ToSchema;
 
-use super::ApiPath;
+use super::{ApiPath, ConversationParam};
 use crate::access::{caller_user, require_reader};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -15,21 +16,32 @@ use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::views::{ConversationView, Created, conversation_href};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(super) struct CreateConversation {
+    /// Unique name; the conversation's id when absent.
     name: Option<String>,
     display_name: Option<String>,
     properties: Option<Properties>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct Properties {
+    /// Whether this is a video conversation.
     #[serde(default)]
     video: bool,
+    /// Seconds an empty conversation is kept before it is deleted.
     ttl: Option<u64>,
 }
 
 /// `POST /conversations`: an admin, or any existing user.
+#[utoipa::path(
+    post,
+    path = "/conversations",
+    tag = "conversations",
+    request_body = CreateConversation,
+    responses((status = 201, description = "The conversation was created.", body = Created)),
+    security(("bearer" = []))
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -64,6 +76,14 @@ pub(super) async fn create(
 }
 
 /// `GET /conversations/{conversation_id}`: with its members and `sequence_number`.
+#[utoipa::path(
+    get,
+    path = "/conversations/{conversation_id}",
+    tag = "conversations",
+    params(ConversationParam),
+    responses((status = 200, description = "The conversation.", body = ConversationView)),
+    security(("bearer" = []))
+)]
 pub(super) async fn show(
     State(state): State<AppState>,
     caller: Caller,

@@ -8,8 +8,9 @@ use room::{ConversationId, EventQuery, EventType, MemberId, MuteChange, NewEvent
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tracing::{debug, info};
+use utoipa::{IntoParams, ToSchema};
 
-use super::ApiPath;
+use super::{ApiPath, ConversationParam, EventParam};
 use crate::access::{require_acting_as, require_reader};
 use crate::auth::Caller;
 use crate::convert::{media_kind, media_leg};
@@ -21,12 +22,16 @@ use crate::views::{EventView, PostedEventView, event_href};
 /// Maximum `page_size` of an event listing, and the size used without one.
 pub const MAX_EVENT_PAGE_SIZE: usize = 100;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(super) struct CreateEvent {
+    /// `custom:<name>`, or a mute type such as `audio:mute:on`.
     #[serde(rename = "type")]
     kind: String,
+    /// The JOINED member the event is from.
     from: String,
+    /// The target member; a mute event without one mutes its sender.
     to: Option<String>,
+    /// Up to 4 KiB of compact JSON.
     #[serde(default = "empty_object")]
     body: Value,
 }
@@ -38,6 +43,15 @@ fn empty_object() -> Value {
 /// `POST /conversations/{conversation_id}/events`: appends a `custom:<name>` or mute event from
 /// a JOINED member. A mute event also mutes or unmutes its target's publisher legs in the
 /// media worker. A user token may post only from its own member.
+#[utoipa::path(
+    post,
+    path = "/conversations/{conversation_id}/events",
+    tag = "events",
+    params(ConversationParam),
+    request_body = CreateEvent,
+    responses((status = 201, description = "The event was appended to the log.", body = PostedEventView)),
+    security(("bearer" = []))
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -104,15 +118,30 @@ async fn apply_mute(
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListEvents {
+    /// Smallest event id to include.
     start_id: Option<u64>,
+    /// Largest event id to include.
     end_id: Option<u64>,
+    /// Maximum number of events, 1 to 100 (100 when absent).
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<usize>,
+    /// `asc` (oldest first, the default) or `desc`.
+    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
     order: Option<Order>,
 }
 
 /// `GET /conversations/{conversation_id}/events`: the log, oldest first unless `order=desc`.
+#[utoipa::path(
+    get,
+    path = "/conversations/{conversation_id}/events",
+    tag = "events",
+    params(ConversationParam, ListEvents),
+    responses((status = 200, description = "A window of the log.", body = Vec<EventView>)),
+    security(("bearer" = []))
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -144,6 +173,14 @@ pub(super) async fn list(
 }
 
 /// `GET /conversations/{conversation_id}/events/{event_id}`: one event of the log.
+#[utoipa::path(
+    get,
+    path = "/conversations/{conversation_id}/events/{event_id}",
+    tag = "events",
+    params(ConversationParam, EventParam),
+    responses((status = 200, description = "The event.", body = EventView)),
+    security(("bearer" = []))
+)]
 pub(super) async fn show(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,8 +7,9 @@ use media::MediaError;
 use room::{Channel, ConversationId, Leg, MemberAction, MemberId, User, UserId};
 use serde::Deserialize;
 use tracing::{info, warn};
+use utoipa::ToSchema;
 
-use super::ApiPath;
+use super::{ApiPath, ConversationParam, MemberParam};
 use crate::access::{caller_user, require_acting_as, require_reader};
 use crate::auth::Caller;
 use crate::convert::media_leg;
@@ -17,19 +18,32 @@ use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::views::MemberView;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(super) struct AddMember {
+    /// The user to add, by id; `user_name` may name it instead.
     user_id: Option<String>,
     user_name: Option<String>,
+    /// `join` adds a JOINED member; `invite` an INVITED one.
+    #[schema(value_type = String, pattern = "^(join|invite)$")]
     action: MemberAction,
     /// Parsed only to reject other channel types: `{"type": "app"}` is the only one, so the
     /// field may be left out.
     #[serde(default, rename = "channel")]
+    #[schema(value_type = Option<Channel>)]
     _channel: Channel,
 }
 
 /// `POST /conversations/{conversation_id}/members`: joins or invites a user. A user token may
 /// join only its own user, and may invite others only while it is a JOINED member.
+#[utoipa::path(
+    post,
+    path = "/conversations/{conversation_id}/members",
+    tag = "members",
+    params(ConversationParam),
+    request_body = AddMember,
+    responses((status = 201, description = "The member was created.", body = MemberView)),
+    security(("bearer" = []))
+)]
 pub(super) async fn add(
     State(state): State<AppState>,
     caller: Caller,
@@ -110,6 +124,14 @@ fn check_user_may_add(
 }
 
 /// `GET /conversations/{conversation_id}/members`.
+#[utoipa::path(
+    get,
+    path = "/conversations/{conversation_id}/members",
+    tag = "members",
+    params(ConversationParam),
+    responses((status = 200, description = "Every member, LEFT ones included.", body = Vec<MemberView>)),
+    security(("bearer" = []))
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -123,6 +145,14 @@ pub(super) async fn list(
 }
 
 /// `GET /conversations/{conversation_id}/members/{member_id}`.
+#[utoipa::path(
+    get,
+    path = "/conversations/{conversation_id}/members/{member_id}",
+    tag = "members",
+    params(ConversationParam, MemberParam),
+    responses((status = 200, description = "The member.", body = MemberView)),
+    security(("bearer" = []))
+)]
 pub(super) async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -139,6 +169,14 @@ pub(super) async fn show(
 
 /// `DELETE /conversations/{conversation_id}/members/{member_id}`: the member leaves, and its
 /// legs close. A user token may remove only its own member.
+#[utoipa::path(
+    delete,
+    path = "/conversations/{conversation_id}/members/{member_id}",
+    tag = "members",
+    params(ConversationParam, MemberParam),
+    responses((status = 200, description = "The member, now LEFT.", body = MemberView)),
+    security(("bearer" = []))
+)]
 pub(super) async fn remove(
     State(state): State<AppState>,
     caller: Caller,

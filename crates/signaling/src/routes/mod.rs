@@ -7,55 +7,33 @@ mod members;
 mod rtc;
 mod users;
 
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{Method, Uri, header};
 use axum::middleware::{Next, from_fn_with_state};
-use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::{Extension, Router};
 use serde::de::DeserializeOwned;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
+use crate::openapi;
 use crate::state::AppState;
 use crate::views::API_BASE;
 
 /// Builds the node's HTTP routes: the REST API under `/v0.1`, every route of which needs a
-/// bearer token, and the unauthenticated `/healthz` and `/readyz`.
+/// bearer token, its OpenAPI document at `/v0.1/openapi.json`, and the unauthenticated
+/// `/healthz` and `/readyz`.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().body_limit;
-    let conversation = "/conversations/{conversation_id}";
+    let (api, document) = api_routes().split_for_parts();
+    let document = openapi::to_json(&openapi::finish(document, API_BASE));
 
-    let api = Router::new()
-        .route("/users", post(users::create).get(users::list))
-        .route("/users/{user_id}", get(users::show))
-        .route("/conversations", post(conversations::create))
-        .route(conversation, get(conversations::show))
-        .route(
-            &format!("{conversation}/members"),
-            post(members::add).get(members::list),
-        )
-        .route(
-            &format!("{conversation}/members/{{member_id}}"),
-            get(members::show).delete(members::remove),
-        )
-        .route(
-            &format!("{conversation}/rtc"),
-            post(rtc::create).get(rtc::list),
-        )
-        .route(
-            &format!("{conversation}/rtc/{{rtc_id}}"),
-            delete(rtc::remove),
-        )
-        .route(
-            &format!("{conversation}/events"),
-            post(events::create).get(events::list),
-        )
-        .route(
-            &format!("{conversation}/events/{{event_id}}"),
-            get(events::show),
-        )
+    let api = api
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), authenticate));
@@ -63,12 +41,37 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route(
+            &format!("{API_BASE}/openapi.json"),
+            get(move || serve_document(document.clone())),
+        )
         .nest(API_BASE, api)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(Extension(BodyLimit(body_limit)))
         .with_state(state)
+}
+
+/// The REST routes, relative to the API base. Each handler is registered through its
+/// `#[utoipa::path]` attribute, which also puts it in the OpenAPI document.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base_document())
+        .routes(routes!(users::create, users::list))
+        .routes(routes!(users::show))
+        .routes(routes!(conversations::create))
+        .routes(routes!(conversations::show))
+        .routes(routes!(members::add, members::list))
+        .routes(routes!(members::show, members::remove))
+        .routes(routes!(rtc::create, rtc::list))
+        .routes(routes!(rtc::remove))
+        .routes(routes!(events::create, events::list))
+        .routes(routes!(events::show))
+}
+
+/// Returns the OpenAPI document. It needs no token, so that tools can read it first.
+async fn serve_document(document: Bytes) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document)
 }
 
 /// Verifies the bearer token and puts the [`crate::auth::Caller`] in the request extensions.
@@ -112,4 +115,40 @@ where
             .map(|Path(value)| ApiPath(value))
             .map_err(|rejection| ApiError::invalid_parameter("path", rejection.body_text()))
     }
+}
+
+/// The conversation in a route's path, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct ConversationParam {
+    /// Id of the conversation, `CON-<uuid>`.
+    conversation_id: String,
+}
+
+/// The member in a route's path, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct MemberParam {
+    /// Id of the member, `MEM-<uuid>`.
+    member_id: String,
+}
+
+/// The leg in a route's path, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct LegParam {
+    /// Id of the leg, `LEG-<uuid>`.
+    rtc_id: String,
+}
+
+/// The event in a route's path, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct EventParam {
+    /// Id of the event in its conversation's log.
+    event_id: u64,
 }

@@ -7,8 +7,9 @@ use media::MediaError;
 use room::{ConversationId, LegCloseReason, LegId, MemberId, RoomError};
 use serde::Deserialize;
 use tracing::{info, warn};
+use utoipa::ToSchema;
 
-use super::ApiPath;
+use super::{ApiPath, ConversationParam, LegParam};
 use crate::access::{require_acting_as, require_reader};
 use crate::auth::Caller;
 use crate::convert::{media_leg, media_mute, room_kind};
@@ -17,21 +18,21 @@ use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::views::{LegsView, RtcAnswerView};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(super) struct CreateLeg {
     /// The member the leg belongs to.
     from: String,
     body: CreateLegBody,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct CreateLegBody {
     offer: Offer,
     /// The publisher leg to receive. Without it the offer's tracks are published.
     subscribe: Option<SubscribeTarget>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct Offer {
     /// `"offer"`, which the JavaScript SDK leaves out on video legs.
     #[serde(rename = "type")]
@@ -39,7 +40,7 @@ struct Offer {
     sdp: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct SubscribeTarget {
     rtc_id: String,
 }
@@ -47,6 +48,15 @@ struct SubscribeTarget {
 /// `POST /conversations/{conversation_id}/rtc`: answers an offer with a new upstream leg, or
 /// with a downstream leg when `body.subscribe` names a publisher leg. The member must be
 /// JOINED, and a user token may create legs only for its own member.
+#[utoipa::path(
+    post,
+    path = "/conversations/{conversation_id}/rtc",
+    tag = "rtc",
+    params(ConversationParam),
+    request_body = CreateLeg,
+    responses((status = 201, description = "The leg was created; the answer is complete (ICE-lite, candidates included).", body = RtcAnswerView)),
+    security(("bearer" = []))
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -163,6 +173,14 @@ async fn discard_media_leg(state: &AppState, leg_id: &LegId) {
 
 /// `DELETE /conversations/{conversation_id}/rtc/{rtc_id}`: ends a leg, and for a publisher leg
 /// the downstream legs receiving it. A user token may end only its own member's legs.
+#[utoipa::path(
+    delete,
+    path = "/conversations/{conversation_id}/rtc/{rtc_id}",
+    tag = "rtc",
+    params(ConversationParam, LegParam),
+    responses((status = 204, description = "The leg ended.")),
+    security(("bearer" = []))
+)]
 pub(super) async fn remove(
     State(state): State<AppState>,
     caller: Caller,
@@ -200,6 +218,14 @@ pub(super) async fn remove(
 
 /// `GET /conversations/{conversation_id}/rtc`: the open legs, as publisher legs with the
 /// downstream legs receiving each.
+#[utoipa::path(
+    get,
+    path = "/conversations/{conversation_id}/rtc",
+    tag = "rtc",
+    params(ConversationParam),
+    responses((status = 200, description = "The forwarding table of the conversation.", body = LegsView)),
+    security(("bearer" = []))
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use room::{NewUser, UserId};
 use serde::Deserialize;
 use tracing::info;
+use utoipa::ToSchema;
 
 use super::ApiPath;
 use crate::access::{caller_user, require_admin};
@@ -15,13 +16,22 @@ use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::views::{Created, UserView, user_href};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(super) struct CreateUser {
+    /// Unique name of the user, 1 to 255 characters.
     name: String,
     display_name: Option<String>,
 }
 
 /// `POST /users`: admin only.
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = "users",
+    request_body = CreateUser,
+    responses((status = 201, description = "The user was created.", body = Created)),
+    security(("bearer" = []))
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -43,6 +53,13 @@ pub(super) async fn create(
 }
 
 /// `GET /users`: admin only.
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "users",
+    responses((status = 200, description = "Every user.", body = Vec<UserView>)),
+    security(("bearer" = []))
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -53,6 +70,14 @@ pub(super) async fn list(
 }
 
 /// `GET /users/{user_id}`: an admin, or the user itself.
+#[utoipa::path(
+    get,
+    path = "/users/{user_id}",
+    tag = "users",
+    params(("user_id" = String, Path, description = "Id of the user, `USR-<uuid>`.")),
+    responses((status = 200, description = "The user.", body = UserView)),
+    security(("bearer" = []))
+)]
 pub(super) async fn show(
     State(state): State<AppState>,
     caller: Caller,

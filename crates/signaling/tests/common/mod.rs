@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+mod openapi;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use room::Registry;
 use serde_json::{Value, json};
 use signaling::auth::{TokenIssuer, TokenVerifier};
 use signaling::{AppState, SignalingConfig};
+use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
@@ -34,6 +37,8 @@ pub struct TestNode {
     pub registry: Arc<Registry>,
     pub issuer: TokenIssuer,
     events_task: JoinHandle<()>,
+    /// Checks every reply against the served OpenAPI document; fetched on first use.
+    checker: OnceCell<openapi::ResponseChecker>,
 }
 
 /// A reply: status and JSON body (`Value::Null` for an empty body).
@@ -76,6 +81,7 @@ impl TestNode {
             registry,
             issuer,
             events_task,
+            checker: OnceCell::new(),
         }
     }
 
@@ -113,7 +119,37 @@ impl TestNode {
         self.send(request).await
     }
 
+    /// Sends a request and checks the reply against the node's OpenAPI document.
     pub async fn send(&self, request: Request<Body>) -> Reply {
+        let method = request.method().clone();
+        let uri = request.uri().to_string();
+        let reply = self.send_unchecked(request).await;
+        self.checker()
+            .await
+            .check(&method, &uri, reply.status, &reply.body);
+        reply
+    }
+
+    /// Checks a reply against the OpenAPI document, as [`TestNode::send`] does.
+    pub async fn check_reply(&self, method: Method, uri: &str, status: StatusCode, body: &Value) {
+        self.checker().await.check(&method, uri, status, body);
+    }
+
+    async fn checker(&self) -> &openapi::ResponseChecker {
+        self.checker
+            .get_or_init(|| async {
+                let request = Request::builder()
+                    .uri("/v0.1/openapi.json")
+                    .body(Body::empty())
+                    .expect("build request");
+                let reply = self.send_unchecked(request).await;
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+                openapi::ResponseChecker::new(reply.body)
+            })
+            .await
+    }
+
+    async fn send_unchecked(&self, request: Request<Body>) -> Reply {
         let response = self.app.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
         let bytes = response
