@@ -17,8 +17,11 @@ pub const MAX_LANES: usize = 1024;
 /// Maximum number of attempts per event.
 pub const MAX_ATTEMPTS: u32 = 100;
 
+/// Maximum of every duration setting, in milliseconds: one day.
+pub const MAX_DURATION_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// Settings of webhook delivery. Every field has a default, so a configuration file only names
-/// what it changes. Durations are in milliseconds, as the `_ms` suffixes say.
+/// what it changes. The fields ending in `_ms` are durations in milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
@@ -57,7 +60,7 @@ impl Default for WebhookConfig {
     }
 }
 
-/// The signing secret. Its `Debug` output is redacted, so logging a configuration cannot leak it.
+/// The signing secret. Its `Debug` output is redacted, so a logged configuration does not show it.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct WebhookSecret(String);
@@ -67,7 +70,7 @@ impl WebhookSecret {
         WebhookSecret(secret.into())
     }
 
-    /// The secret itself, the key of the HMAC.
+    /// Returns the secret, the key of the HMAC.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -107,7 +110,10 @@ impl WebhookConfig {
     pub(crate) fn settings(&self) -> Result<Settings, WebhookError> {
         self.validate()?;
         let Some(event_url) = &self.event_url else {
-            return Err(invalid("event_url", "is missing: set it to enable webhooks"));
+            return Err(invalid(
+                "event_url",
+                "is missing: set it to enable webhooks",
+            ));
         };
         Ok(Settings {
             event_url: parse_event_url(event_url)?,
@@ -130,11 +136,21 @@ impl WebhookConfig {
             return Err(invalid("lanes", reason));
         }
         if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS {
-            let reason = format!("is {}, but must be from 1 to {MAX_ATTEMPTS}", self.max_attempts);
+            let reason = format!(
+                "is {}, but must be from 1 to {MAX_ATTEMPTS}",
+                self.max_attempts
+            );
             return Err(invalid("max_attempts", reason));
         }
-        if self.initial_backoff_ms == 0 {
-            return Err(invalid("initial_backoff_ms", "must be at least 1"));
+        for (field, value) in [
+            ("initial_backoff_ms", self.initial_backoff_ms),
+            ("max_backoff_ms", self.max_backoff_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+        ] {
+            if value == 0 || value > MAX_DURATION_MS {
+                let reason = format!("is {value}, but must be from 1 to {MAX_DURATION_MS}");
+                return Err(invalid(field, reason));
+            }
         }
         if self.max_backoff_ms < self.initial_backoff_ms {
             let reason = format!(
@@ -142,9 +158,6 @@ impl WebhookConfig {
                 self.max_backoff_ms, self.initial_backoff_ms
             );
             return Err(invalid("max_backoff_ms", reason));
-        }
-        if self.request_timeout_ms == 0 {
-            return Err(invalid("request_timeout_ms", "must be at least 1"));
         }
         Ok(())
     }
@@ -222,11 +235,16 @@ mod tests {
         assert!(message.contains("retries"), "{message}");
     }
 
+    /// Changes one setting of a valid configuration to an invalid value.
+    type Breakage = fn(&mut WebhookConfig);
+
     #[test]
     fn invalid_fields_are_named() {
-        let cases: [(&str, fn(&mut WebhookConfig)); 12] = [
+        let cases: [(&str, Breakage); 15] = [
             ("event_url", |c| c.event_url = Some("not a url".into())),
-            ("event_url", |c| c.event_url = Some("ftp://127.0.0.1/x".into())),
+            ("event_url", |c| {
+                c.event_url = Some("ftp://127.0.0.1/x".into())
+            }),
             ("event_url", |c| c.event_url = Some("unix:/run/hook".into())),
             ("secret", |c| c.secret = WebhookSecret::new("short")),
             ("queue_capacity", |c| c.queue_capacity = 0),
@@ -240,6 +258,13 @@ mod tests {
             }),
             ("request_timeout_ms", |c| c.request_timeout_ms = 0),
             ("max_attempts", |c| c.max_attempts = MAX_ATTEMPTS + 1),
+            ("initial_backoff_ms", |c| {
+                c.initial_backoff_ms = MAX_DURATION_MS + 1
+            }),
+            ("max_backoff_ms", |c| c.max_backoff_ms = u64::MAX),
+            ("request_timeout_ms", |c| {
+                c.request_timeout_ms = MAX_DURATION_MS + 1
+            }),
         ];
         for (field, break_config) in cases {
             let mut config = enabled();
@@ -259,7 +284,9 @@ mod tests {
 
     #[test]
     fn starting_needs_an_event_url() {
-        let error = WebhookConfig::default().settings().expect_err("no event_url");
+        let error = WebhookConfig::default()
+            .settings()
+            .expect_err("no event_url");
         assert!(matches!(
             error,
             WebhookError::InvalidConfig {
@@ -276,7 +303,10 @@ mod tests {
         let message = config.validate().expect_err("short secret").to_string();
         assert!(message.contains("secret"), "{message}");
         assert!(message.contains("5 bytes"), "{message}");
-        assert!(!message.contains("short"), "the message must not show the secret: {message}");
+        assert!(
+            !message.contains("short"),
+            "the message must not show the secret: {message}"
+        );
     }
 
     #[test]

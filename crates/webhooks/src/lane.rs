@@ -60,7 +60,7 @@ pub(crate) struct Delivery {
     pub(crate) drop_warnings: WarnLimiter,
 }
 
-/// How one attempt ended.
+/// Outcome of one attempt.
 enum Attempt {
     Delivered,
     /// A 4xx status other than 408 and 429: the receiver will not accept this request.
@@ -138,7 +138,7 @@ pub(crate) async fn run(
         delivery.deliver(job).await;
     }
 
-    // A closed channel keeps what it holds but fails every later send, so an enqueue that
+    // A closed channel keeps the events it contains but fails every later send, so an enqueue that
     // races with shutdown is either sent here or counted as dropped by the sender.
     queue.close();
     while let Some(job) = queue.recv().await {
@@ -154,7 +154,10 @@ impl Delivery {
         let delivery_id = Uuid::new_v4();
         let conversation = &*job.conversation_id;
         match job.event.to_body(conversation) {
-            Ok(body) => self.send(conversation, delivery_id, Bytes::from(body)).await,
+            Ok(body) => {
+                self.send(conversation, delivery_id, Bytes::from(body))
+                    .await
+            }
             Err(error) => {
                 self.counters.dropped_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(conversation, delivery = %delivery_id, %error,
@@ -173,7 +176,11 @@ impl Delivery {
                     return;
                 }
                 Attempt::Rejected(status) => {
-                    let total = self.counters.dropped_rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                    let total = self
+                        .counters
+                        .dropped_rejected
+                        .fetch_add(1, Ordering::Relaxed)
+                        + 1;
                     if self.drop_warnings.allow() {
                         tracing::warn!(conversation, delivery = %delivery_id, %status,
                             dropped_rejected_total = total,
@@ -191,7 +198,7 @@ impl Delivery {
                 break;
             }
             self.counters.retried.fetch_add(1, Ordering::Relaxed);
-            let delay = self.backoff(attempt, retry_after);
+            let delay = backoff(&self.settings, attempt, retry_after);
             tracing::debug!(conversation, delivery = %delivery_id, attempt, error = %reason,
                 delay_ms = delay.as_millis() as u64, "webhook attempt failed, retrying");
             tokio::time::sleep(delay).await;
@@ -227,30 +234,29 @@ impl Delivery {
         };
         classify(response).await
     }
+}
 
-    /// Delay after failed attempt number `attempt`: `initial_backoff * 2^(attempt - 1)`, of which
-    /// the upper half is random so that lanes retrying together spread out, then raised to the
-    /// receiver's `Retry-After`, all capped at `max_backoff`.
-    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let doublings = attempt.saturating_sub(1).min(31);
-        let ceiling = self
-            .settings
-            .initial_backoff
-            .saturating_mul(1 << doublings)
-            .min(self.settings.max_backoff);
-        let half = ceiling / 2;
-        let jitter_nanos = rand::rng().random_range(0..=half.as_nanos() as u64);
-        let delay = half + Duration::from_nanos(jitter_nanos);
-        delay
-            .max(retry_after.unwrap_or_default())
-            .min(self.settings.max_backoff)
-    }
+/// Delay after failed attempt number `attempt`: `initial_backoff * 2^(attempt - 1)`, of which
+/// the upper half is random so that lanes retrying together spread out, then raised to the
+/// receiver's `Retry-After`, all capped at `max_backoff`.
+fn backoff(settings: &Settings, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(31);
+    let ceiling = settings
+        .initial_backoff
+        .saturating_mul(1 << doublings)
+        .min(settings.max_backoff);
+    let half = ceiling / 2;
+    let jitter_nanos = rand::rng().random_range(0..=half.as_nanos() as u64);
+    let delay = half + Duration::from_nanos(jitter_nanos);
+    delay
+        .max(retry_after.unwrap_or_default())
+        .min(settings.max_backoff)
 }
 
 /// Sorts a response into delivered, rejected for good, or worth another attempt. 408 (request
-/// timeout) and 429 (too many requests) are the 4xx statuses that say "later"; every other 4xx
-/// says the request itself is unwelcome, and repeating the same bytes would only hold up the
-/// lane. 3xx is not followed, because a redirected POST may turn into a GET, and is retried.
+/// timeout) and 429 (too many requests) ask the sender to try again later. Any other 4xx means
+/// the request itself is unwelcome, so repeating the same bytes would only hold up the lane.
+/// A 3xx is retried and not followed, because a redirected POST may turn into a GET.
 async fn classify(mut response: Response) -> Attempt {
     let status = response.status();
     if status.is_success() {
@@ -285,4 +291,81 @@ fn retry_after(response: &Response) -> Option<Duration> {
     let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?;
     let seconds = value.trim().parse::<u64>().ok()?;
     Some(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WebhookSecret;
+
+    fn settings(initial_ms: u64, max_ms: u64) -> Settings {
+        Settings {
+            event_url: "http://127.0.0.1:9/events".parse().expect("a URL"),
+            secret: WebhookSecret::new("0123456789abcdef0123456789abcdef"),
+            queue_capacity: 10,
+            lanes: 1,
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(initial_ms),
+            max_backoff: Duration::from_millis(max_ms),
+            request_timeout: Duration::from_millis(100),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_within_jitter() {
+        let settings = settings(100, 10_000);
+        for (attempt, ceiling_ms) in [(1, 100), (2, 200), (3, 400), (4, 800)] {
+            for _ in 0..50 {
+                let delay = backoff(&settings, attempt, None);
+                let ceiling = Duration::from_millis(ceiling_ms);
+                assert!(delay >= ceiling / 2, "attempt {attempt}: {delay:?}");
+                assert!(delay <= ceiling, "attempt {attempt}: {delay:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn backoff_is_capped() {
+        let settings = settings(100, 1000);
+        for attempt in [5, 20, 64, u32::MAX] {
+            let delay = backoff(&settings, attempt, None);
+            assert!(
+                delay >= Duration::from_millis(500),
+                "attempt {attempt}: {delay:?}"
+            );
+            assert!(
+                delay <= Duration::from_millis(1000),
+                "attempt {attempt}: {delay:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_honours_retry_after_up_to_cap() {
+        let settings = settings(100, 5000);
+        let delay = backoff(&settings, 1, Some(Duration::from_secs(2)));
+        assert_eq!(delay, Duration::from_secs(2));
+        let delay = backoff(&settings, 1, Some(Duration::from_secs(3600)));
+        assert_eq!(delay, Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn request_failure_message_hides_url() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        drop(listener);
+        let client = Client::builder().no_proxy().build().expect("client");
+        let url = format!("http://user:hunter2@{address}/path-token");
+
+        let error = client
+            .post(url)
+            .send()
+            .await
+            .expect_err("connection refused");
+        let message = Failure::Request(error).to_string();
+
+        assert!(message.starts_with("connection failed"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(!message.contains("path-token"), "{message}");
+    }
 }

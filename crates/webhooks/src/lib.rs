@@ -22,7 +22,7 @@
 //! - A conversation's events always go through the same lane, which sends one request at a time,
 //!   so the receiver gets them in the order they were enqueued. Different lanes are independent,
 //!   so one slow conversation holds up only the conversations that share its lane.
-//! - Delivery is at least once: a receiver that processes a request but answers too late gets it
+//! - Delivery is at least once: a receiver that processes a request but responds too late gets it
 //!   again with the same delivery id, and should ignore ids it has seen.
 //! - A failed attempt (connection error, timeout, 3xx, 408, 429, 5xx) is retried after a backoff
 //!   that doubles from `initial_backoff_ms` up to `max_backoff_ms`, with jitter, and honours a
@@ -48,7 +48,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use config::{MAX_ATTEMPTS, MAX_LANES, MIN_SECRET_BYTES, WebhookConfig, WebhookSecret};
+pub use config::{
+    MAX_ATTEMPTS, MAX_DURATION_MS, MAX_LANES, MIN_SECRET_BYTES, WebhookConfig, WebhookSecret,
+};
 pub use signature::{SignatureError, sign, verify_signature};
 pub use stats::WebhookStats;
 
@@ -64,7 +66,7 @@ pub const ATTEMPT_HEADER: &str = "x-switchboard-attempt";
 /// Header with the signature, `t=<unix seconds>,v1=<hex HMAC-SHA256>`.
 pub const SIGNATURE_HEADER: &str = "x-switchboard-signature";
 
-/// Why webhook delivery could not start.
+/// Error that prevents webhook delivery from starting.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WebhookError {
@@ -79,7 +81,7 @@ pub enum WebhookError {
     Client(#[source] reqwest::Error),
 }
 
-/// Why [`Webhooks::enqueue`] dropped an event. The drop is already counted in
+/// Reason [`Webhooks::enqueue`] dropped an event. The drop is already counted in
 /// [`WebhookStats`], so callers may ignore it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -150,10 +152,10 @@ impl Webhooks {
     }
 
     /// Queues `event` of `conversation_id` for delivery, without blocking or awaiting. The event
-    /// is serialized later, on its lane, so that the caller's lock is not held for it; the cost
-    /// here is a hash of the id, two small allocations (the id and the boxed event) and a
+    /// is serialized later, on its lane, so the caller's lock is not held for that work. The
+    /// cost here is a hash of the id, two small allocations (the id and the boxed event) and a
     /// lock-free channel send. When the queue is full or shutdown has begun, the event is
-    /// dropped and counted, and the error says why.
+    /// dropped and counted, and the error gives the reason.
     pub fn enqueue<E>(&self, conversation_id: &str, event: E) -> Result<(), EnqueueError>
     where
         E: Serialize + Send + 'static,
@@ -182,7 +184,7 @@ impl Webhooks {
         Ok(())
     }
 
-    /// The delivery counters since the start.
+    /// Returns the delivery counters since the start.
     pub fn stats(&self) -> WebhookStats {
         self.delivery.counters.snapshot()
     }
@@ -221,7 +223,10 @@ impl Webhooks {
             .dropped_shutdown
             .fetch_add(undelivered, Ordering::Relaxed);
         if undelivered > 0 {
-            tracing::warn!(undelivered, "webhook delivery stopped with events undelivered");
+            tracing::warn!(
+                undelivered,
+                "webhook delivery stopped with events undelivered"
+            );
         } else {
             tracing::info!("webhook delivery stopped");
         }
@@ -232,9 +237,11 @@ impl Webhooks {
         let counters = &self.delivery.counters;
         let total = counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed) + 1;
         if self.delivery.queue_full_warnings.allow() {
-            tracing::warn!(dropped_queue_full_total = total,
+            tracing::warn!(
+                dropped_queue_full_total = total,
                 queue_capacity = self.delivery.settings.queue_capacity,
-                "webhook queue is full, dropping events");
+                "webhook queue is full, dropping events"
+            );
         }
     }
 }
@@ -249,8 +256,8 @@ impl fmt::Debug for Webhooks {
     }
 }
 
-/// The scheme, host and port of a URL, which logs may show: its path, query or user info may
-/// carry credentials of the receiver.
+/// Returns the scheme, host and port of a URL, the only parts that logs show, because its path,
+/// query or user info may carry the receiver's credentials.
 fn origin(url: &reqwest::Url) -> String {
     url.origin().ascii_serialization()
 }

@@ -12,7 +12,8 @@ use sha2::Sha256;
 /// Version tag of the signature scheme in the header.
 const SCHEME: &str = "v1";
 
-/// Why a signature header does not prove that a body came from the holder of the secret.
+/// Error of [`verify_signature`]: the header does not prove that the body came from the holder
+/// of the secret.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignatureError {
@@ -100,7 +101,9 @@ fn parse(header_value: &str) -> Result<Header, SignatureError> {
                 if timestamp.is_some() {
                     return Err(malformed("t appears twice"));
                 }
-                let seconds = value.parse::<u64>().map_err(|_| malformed("t is no integer"))?;
+                let seconds = value
+                    .parse::<u64>()
+                    .map_err(|_| malformed("t is no integer"))?;
                 timestamp = Some(seconds);
             }
             SCHEME => {
@@ -160,19 +163,28 @@ mod tests {
     fn tampered_body_is_rejected() {
         let header = sign(SECRET, SENT_AT, BODY);
         let tampered = br#"{"conversation_id":"CON-2","event":{"id":1}}"#;
-        assert_eq!(verify(&header, tampered, SENT_AT), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(&header, tampered, SENT_AT),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
     fn tampered_timestamp_is_rejected() {
         let header = sign(SECRET, SENT_AT, BODY).replacen("t=1700000000", "t=1700000100", 1);
-        assert_eq!(verify(&header, BODY, SENT_AT + 100), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(&header, BODY, SENT_AT + 100),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
     fn wrong_secret_is_rejected() {
         let header = sign(b"another secret of at least 32 bytes", SENT_AT, BODY);
-        assert_eq!(verify(&header, BODY, SENT_AT), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(&header, BODY, SENT_AT),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
@@ -192,7 +204,10 @@ mod tests {
     fn future_timestamp_is_rejected() {
         let header = sign(SECRET, SENT_AT, BODY);
         let result = verify(&header, BODY, SENT_AT - 301);
-        assert!(matches!(result, Err(SignatureError::Stale { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(SignatureError::Stale { .. })),
+            "{result:?}"
+        );
     }
 
     #[test]
@@ -212,7 +227,7 @@ mod tests {
             String::new(),
             "garbage".to_owned(),
             v1.to_owned(),
-            format!("t=1700000000"),
+            "t=1700000000".to_owned(),
             format!("t=soon,{v1}"),
             format!("t=-5,{v1}"),
             format!("t=1700000000,t=1700000000,{v1}"),

@@ -27,7 +27,7 @@ pub struct WebhookStats {
 }
 
 impl WebhookStats {
-    /// The counters by outcome label, for a metric such as
+    /// Returns the counters by outcome label, for a metric such as
     /// `switchboard_webhook_deliveries_total{outcome}`. `queued` is a gauge and is left out.
     pub fn outcomes(&self) -> [(&'static str, u64); 6] {
         [
@@ -108,7 +108,12 @@ impl WarnLimiter {
         let next_ms = now_ms.saturating_add(WARN_INTERVAL.as_millis() as u64);
         // Of several threads that drop at once, only the one that moves the mark logs.
         self.next_allowed_ms
-            .compare_exchange(next_allowed_ms, next_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(
+                next_allowed_ms,
+                next_ms,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
             .is_ok()
     }
 }
