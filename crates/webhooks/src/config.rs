@@ -1,9 +1,10 @@
 //! Settings of webhook delivery, their defaults and their validation.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use reqwest::Url;
+use reqwest::{Certificate, Url};
 use serde::{Deserialize, Serialize};
 
 use crate::WebhookError;
@@ -37,12 +38,16 @@ pub struct WebhookConfig {
     pub lanes: usize,
     /// Attempts per event, the first included, before the event is dropped and counted.
     pub max_attempts: u32,
-    /// Delay before the second attempt, in milliseconds. It doubles on every further attempt.
+    /// Upper bound of the delay before the second attempt, in milliseconds. The bound doubles for
+    /// every further attempt, and each delay is drawn between half the bound and the bound.
     pub initial_backoff_ms: u64,
-    /// Upper bound of the delay between attempts, in milliseconds.
+    /// Cap of the delay between attempts, in milliseconds, also for a receiver's `Retry-After`.
     pub max_backoff_ms: u64,
     /// Time allowed for one attempt, from connecting to the end of the response, in milliseconds.
     pub request_timeout_ms: u64,
+    /// PEM file of CA certificates trusted for an https `event_url`, in addition to the Mozilla
+    /// root certificates built in. For receivers whose certificate comes from a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for WebhookConfig {
@@ -56,6 +61,7 @@ impl Default for WebhookConfig {
             initial_backoff_ms: 500,
             max_backoff_ms: 30_000,
             request_timeout_ms: 10_000,
+            ca_file: None,
         }
     }
 }
@@ -93,18 +99,23 @@ pub(crate) struct Settings {
     pub(crate) initial_backoff: Duration,
     pub(crate) max_backoff: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) root_certificates: Vec<Certificate>,
 }
 
 impl WebhookConfig {
-    /// Checks every field. The error names the first invalid field, as written in the
-    /// configuration. The secret is checked only when `event_url` is set, because it is unused
-    /// otherwise.
+    /// Checks every field, and reads `ca_file`. The error names the first invalid field, as
+    /// written in the configuration. The secret is checked only when `event_url` is set, because
+    /// it is unused otherwise.
     pub fn validate(&self) -> Result<(), WebhookError> {
         if let Some(event_url) = &self.event_url {
             parse_event_url(event_url)?;
             check_secret(&self.secret)?;
         }
-        self.check_limits()
+        self.check_limits()?;
+        if let Some(path) = &self.ca_file {
+            load_ca_file(path)?;
+        }
+        Ok(())
     }
 
     pub(crate) fn settings(&self) -> Result<Settings, WebhookError> {
@@ -124,6 +135,10 @@ impl WebhookConfig {
             initial_backoff: Duration::from_millis(self.initial_backoff_ms),
             max_backoff: Duration::from_millis(self.max_backoff_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            root_certificates: match &self.ca_file {
+                Some(path) => load_ca_file(path)?,
+                None => Vec::new(),
+            },
         })
     }
 
@@ -174,6 +189,21 @@ fn parse_event_url(text: &str) -> Result<Url, WebhookError> {
         return Err(invalid("event_url", "has no host"));
     }
     Ok(url)
+}
+
+fn load_ca_file(path: &Path) -> Result<Vec<Certificate>, WebhookError> {
+    let shown = path.display();
+    let pem = std::fs::read(path)
+        .map_err(|error| invalid("ca_file", format!("{shown} cannot be read: {error}")))?;
+    let certificates = Certificate::from_pem_bundle(&pem)
+        .map_err(|error| invalid("ca_file", format!("{shown} is not valid PEM: {error}")))?;
+    if certificates.is_empty() {
+        return Err(invalid(
+            "ca_file",
+            format!("{shown} contains no certificate"),
+        ));
+    }
+    Ok(certificates)
 }
 
 fn check_secret(secret: &WebhookSecret) -> Result<(), WebhookError> {
@@ -271,6 +301,21 @@ mod tests {
             break_config(&mut config);
             assert_eq!(invalid_field(&config), field, "{config:?}");
         }
+    }
+
+    #[test]
+    fn unusable_ca_file_is_named() {
+        let directory = std::env::temp_dir().join(format!("webhooks-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).expect("temporary directory");
+        let no_certificate = directory.join("empty.pem");
+        std::fs::write(&no_certificate, "not a certificate\n").expect("write");
+
+        for path in [directory.join("missing.pem"), no_certificate] {
+            let mut config = enabled();
+            config.ca_file = Some(path.clone());
+            assert_eq!(invalid_field(&config), "ca_file", "{}", path.display());
+        }
+        std::fs::remove_dir_all(&directory).expect("remove the temporary directory");
     }
 
     #[test]

@@ -308,6 +308,7 @@ mod tests {
             initial_backoff: Duration::from_millis(initial_ms),
             max_backoff: Duration::from_millis(max_ms),
             request_timeout: Duration::from_millis(100),
+            root_certificates: Vec::new(),
         }
     }
 

@@ -29,7 +29,8 @@
 //!   `Retry-After` in seconds within that cap. After `max_attempts` the event is dropped and the
 //!   lane goes on with the next one. Other 4xx statuses drop the event at once.
 //! - At most `queue_capacity` events wait at any time; `enqueue` drops and counts the rest.
-//! - The HTTP client follows no redirects and ignores the `HTTP_PROXY` family of variables.
+//! - The HTTP client follows no redirects and ignores the `HTTP_PROXY` family of variables. For
+//!   https it uses rustls and trusts the Mozilla root certificates built in, plus `ca_file`.
 
 mod config;
 mod lane;
@@ -111,7 +112,11 @@ impl Webhooks {
     pub fn start(config: WebhookConfig) -> Result<Webhooks, WebhookError> {
         let settings = config.settings()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| WebhookError::NoRuntime)?;
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        for certificate in &settings.root_certificates {
+            client = client.add_root_certificate(certificate.clone());
+        }
+        let client = client
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout)
             .redirect(redirect::Policy::none())

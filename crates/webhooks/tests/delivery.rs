@@ -10,9 +10,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use axum::serve::Listener;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::server::TlsStream;
 use webhooks::{
     ATTEMPT_HEADER, DELIVERY_HEADER, EnqueueError, SIGNATURE_HEADER, WebhookConfig, WebhookSecret,
     WebhookStats, Webhooks, verify_signature,
@@ -91,7 +97,10 @@ impl Receiver {
 
 /// Serves a receiver on `listener` that replies to the first requests from `script` and to the
 /// others with `otherwise`.
-fn serve(listener: TcpListener, script: &[Reply], otherwise: Reply) -> Receiver {
+fn serve<L>(listener: L, script: &[Reply], otherwise: Reply) -> Receiver
+where
+    L: Listener<Addr = SocketAddr>,
+{
     let state = Arc::new(ReceiverState {
         script: Mutex::new(script.iter().copied().collect()),
         otherwise,
@@ -152,6 +161,7 @@ fn config(address: SocketAddr) -> WebhookConfig {
         initial_backoff_ms: 5,
         max_backoff_ms: 20,
         request_timeout_ms: 2000,
+        ca_file: None,
     }
 }
 
@@ -270,8 +280,10 @@ async fn failing_receiver_gets_everything_after_recovery() {
         Reply::Hang,
     ];
     let receiver = serve(listener, &failures, Reply::Status(200));
+    // Long enough that a prompt reply never times out on a busy machine, so that every
+    // counted retry comes from the script.
     let mut config = config(address);
-    config.request_timeout_ms = 200;
+    config.request_timeout_ms = 500;
     let webhooks = Webhooks::start(config).expect("start");
     let conversations = ["CON-a", "CON-b", "CON-c"];
 
@@ -450,4 +462,98 @@ fn start_outside_runtime_fails() {
         matches!(result, Err(webhooks::WebhookError::NoRuntime)),
         "{result:?}"
     );
+}
+
+/// A TLS listener for axum: accepts TCP connections and completes each handshake before
+/// handing the stream over. A failed handshake only drops that connection.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, address)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, address);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Starts an https receiver on 127.0.0.1 with a self-signed certificate for that address, and
+/// writes the certificate as PEM to `certificate_file`.
+async fn serve_https(certificate_file: &std::path::Path) -> (Receiver, SocketAddr) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .expect("a self-signed certificate");
+    std::fs::write(certificate_file, certified.cert.pem()).expect("write the certificate");
+
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let tls = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .expect("a server certificate");
+
+    let (tcp, address) = loopback_listener().await;
+    let listener = TlsListener {
+        tcp,
+        acceptor: TlsAcceptor::from(Arc::new(tls)),
+    };
+    (serve(listener, &[], Reply::Status(200)), address)
+}
+
+#[tokio::test]
+async fn https_receiver_trusted_through_ca_file() {
+    let directory = std::env::temp_dir().join(format!("webhooks-https-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temporary directory");
+    let certificate_file = directory.join("receiver.pem");
+    let (receiver, address) = serve_https(&certificate_file).await;
+
+    // Without the certificate the handshake fails, so TLS verification is on.
+    let mut untrusting = config(address);
+    untrusting.event_url = Some(format!("https://{address}/events"));
+    untrusting.max_attempts = 1;
+    let webhooks = Webhooks::start(untrusting.clone()).expect("start");
+    webhooks
+        .enqueue("CON-a", json!({"sequence": 0}))
+        .expect("queued");
+    wait_until(&webhooks, |stats| stats.queued == 0).await;
+    assert_eq!(webhooks.stats().dropped_failed, 1);
+    assert!(receiver.received().is_empty());
+
+    let trusting = WebhookConfig {
+        ca_file: Some(certificate_file),
+        ..untrusting
+    };
+    let webhooks = Webhooks::start(trusting).expect("start");
+    enqueue_all(&webhooks, &["CON-a"], 5);
+    wait_until(&webhooks, |stats| stats.delivered == 5).await;
+
+    let delivered = receiver.delivered();
+    assert_in_order_once(&delivered, &["CON-a"], 5);
+    for request in &delivered {
+        let verified = verify_signature(
+            SECRET.as_bytes(),
+            &request.signature,
+            &request.body,
+            SystemTime::now(),
+            TOLERANCE,
+        );
+        assert_eq!(verified, Ok(()), "{request:?}");
+    }
+    std::fs::remove_dir_all(&directory).expect("remove the temporary directory");
 }
