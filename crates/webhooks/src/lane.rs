@@ -164,7 +164,7 @@ impl Delivery {
                     "webhook event does not serialize to JSON, dropping it");
             }
         }
-        self.counters.release();
+        self.counters.release(1);
     }
 
     async fn send(&self, conversation: &str, delivery_id: Uuid, body: Bytes) {

@@ -182,7 +182,7 @@ impl Webhooks {
         };
         if self.lanes[lane].send(job).is_err() {
             // The lane closed its queue because shutdown began after the check above.
-            counters.release();
+            counters.release(1);
             counters.dropped_shutdown.fetch_add(1, Ordering::Relaxed);
             return Err(EnqueueError::ShuttingDown);
         }
@@ -196,12 +196,12 @@ impl Webhooks {
 
     /// Stops accepting events, then lets the lanes send what is queued, retries included, until
     /// `deadline`. Lanes still busy then are cancelled. Returns the number of events left
-    /// undelivered, which are also counted in `dropped_shutdown`. Calling it again returns the
-    /// same number without counting them twice.
+    /// undelivered, which move from `queued` to `dropped_shutdown`. A second call does nothing
+    /// and returns 0.
     pub async fn shutdown(&self, deadline: Instant) -> u64 {
         let counters = &self.delivery.counters;
         if self.shutting_down.swap(true, Ordering::AcqRel) {
-            return counters.queued.load(Ordering::Acquire) as u64;
+            return 0;
         }
         self.stop.send_replace(true);
 
@@ -223,7 +223,9 @@ impl Webhooks {
             }
         }
 
-        let undelivered = counters.queued.load(Ordering::Acquire) as u64;
+        let undelivered = counters.queued.load(Ordering::Acquire);
+        counters.release(undelivered);
+        let undelivered = undelivered as u64;
         counters
             .dropped_shutdown
             .fetch_add(undelivered, Ordering::Relaxed);

@@ -70,15 +70,20 @@ impl Counters {
     pub(crate) fn reserve(&self, capacity: usize) -> bool {
         let previous = self.queued.fetch_add(1, Ordering::AcqRel);
         if previous >= capacity {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.release(1);
             return false;
         }
         true
     }
 
-    /// Frees the queue slot of an event that was delivered or dropped.
-    pub(crate) fn release(&self) {
-        self.queued.fetch_sub(1, Ordering::AcqRel);
+    /// Frees the queue slots of `count` events that were delivered or dropped. It stops at 0,
+    /// because shutdown may free the slot of an enqueue that is failing at the same moment.
+    pub(crate) fn release(&self, count: usize) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                Some(queued.saturating_sub(count))
+            });
     }
 }
 
@@ -130,8 +135,10 @@ mod tests {
         assert!(!counters.reserve(2));
         assert_eq!(counters.queued.load(Ordering::Relaxed), 2);
 
-        counters.release();
+        counters.release(1);
         assert!(counters.reserve(2));
+        counters.release(5);
+        assert_eq!(counters.queued.load(Ordering::Relaxed), 0);
     }
 
     #[test]

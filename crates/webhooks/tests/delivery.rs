@@ -419,13 +419,14 @@ async fn silent_receiver_fills_queue_without_blocking() {
 
     let stats = webhooks.stats();
     assert_eq!(stats.dropped_shutdown, 8);
+    assert_eq!(stats.queued, 0);
     assert_eq!(stats.delivered, 0);
     assert_eq!(
         webhooks.enqueue("CON-0", json!({})),
         Err(EnqueueError::ShuttingDown)
     );
     assert_eq!(webhooks.stats().dropped_shutdown, 9);
-    assert_eq!(webhooks.shutdown(Instant::now()).await, 8);
+    assert_eq!(webhooks.shutdown(Instant::now()).await, 0);
     assert_eq!(webhooks.stats().dropped_shutdown, 9);
 }
 
