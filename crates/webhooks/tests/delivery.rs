@@ -558,3 +558,29 @@ async fn https_receiver_trusted_through_ca_file() {
     }
     std::fs::remove_dir_all(&directory).expect("remove the temporary directory");
 }
+
+#[tokio::test]
+async fn dropped_sender_still_delivers_queue() {
+    let (listener, address) = loopback_listener().await;
+    let receiver = serve(listener, &[], Reply::Status(200));
+    let webhooks = Webhooks::start(config(address)).expect("start");
+
+    enqueue_all(&webhooks, &["CON-a"], 5);
+    drop(webhooks);
+
+    let deadline = Instant::now() + PATIENCE;
+    while receiver.delivered().len() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the lanes stopped after the drop"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_in_order_once(&receiver.delivered(), &["CON-a"], 5);
+}
+
+#[test]
+fn webhooks_is_shareable_between_tasks() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Webhooks>();
+}
