@@ -10,9 +10,11 @@
 //! Names follow the Prometheus conventions: the `switchboard_` prefix, counters ending in
 //! `_total` and durations in `_seconds`. The standard process metrics
 //! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...) come from the
-//! `prometheus` process collector on Linux.
+//! `prometheus` process collector on Linux, with the CPU time made precise to a clock tick.
 
 mod node;
+#[cfg(target_os = "linux")]
+mod process;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,10 +116,7 @@ impl Metrics {
         register(&registry, webhook_deliveries.clone())?;
         register(&registry, node::SharedCollector(Arc::clone(&node)))?;
         #[cfg(target_os = "linux")]
-        register(
-            &registry,
-            prometheus::process_collector::ProcessCollector::for_self(),
-        )?;
+        register(&registry, process::ProcessMetrics::new())?;
 
         Ok(Metrics {
             registry,

@@ -203,7 +203,10 @@ impl NodeCollector {
 
     pub(crate) fn update(&self, snapshot: NodeSnapshot) {
         // A panic while the lock was held cannot leave a snapshot half written.
-        let mut latest = self.latest.lock().unwrap_or_else(|error| error.into_inner());
+        let mut latest = self
+            .latest
+            .lock()
+            .unwrap_or_else(|error| error.into_inner());
         *latest = snapshot;
     }
 

@@ -105,7 +105,9 @@ fn exposition_names_follow_conventions() {
             Some("counter")
         );
         assert_eq!(
-            types.get("process_resident_memory_bytes").map(String::as_str),
+            types
+                .get("process_resident_memory_bytes")
+                .map(String::as_str),
             Some("gauge")
         );
     }
@@ -127,8 +129,14 @@ fn exposition_carries_snapshot_values() {
         ("switchboard_packets_received_total", 100.0),
         ("switchboard_bytes_forwarded_total", 123_456.0),
         ("switchboard_packets_dropped_total{reason=\"muted\"}", 7.0),
-        ("switchboard_packets_dropped_total{reason=\"queue_full\"}", 3.0),
-        ("switchboard_packets_dropped_total{reason=\"send_failed\"}", 2.0),
+        (
+            "switchboard_packets_dropped_total{reason=\"queue_full\"}",
+            3.0,
+        ),
+        (
+            "switchboard_packets_dropped_total{reason=\"send_failed\"}",
+            2.0,
+        ),
         ("switchboard_nacks_received_total", 6.0),
         ("switchboard_retransmissions_total", 0.0),
         ("switchboard_ice_outcomes_total{outcome=\"connected\"}", 3.0),
@@ -152,12 +160,18 @@ fn histograms_expose_buckets_sum_and_count() {
         Some(2.0)
     );
     assert_eq!(
-        sample(&text, "switchboard_packet_transit_seconds_bucket{le=\"0.00002\"}"),
+        sample(
+            &text,
+            "switchboard_packet_transit_seconds_bucket{le=\"0.00002\"}"
+        ),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "switchboard_packet_transit_seconds_bucket{le=\"+Inf\"}"),
+        sample(
+            &text,
+            "switchboard_packet_transit_seconds_bucket{le=\"+Inf\"}"
+        ),
         Some(2.0)
     );
     let series = "switchboard_http_request_duration_seconds_count\
@@ -176,7 +190,10 @@ fn stopped_media_worker_leaves_out_media_series() {
 
     assert_eq!(sample(&text, "switchboard_media_worker_up"), Some(0.0));
     assert_eq!(sample(&text, "switchboard_conversations"), Some(1.0));
-    assert!(!text.contains("switchboard_packets_received_total"), "{text}");
+    assert!(
+        !text.contains("switchboard_packets_received_total"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -185,4 +202,21 @@ fn packet_transit_buckets_span_microseconds_to_100_ms() {
     assert_eq!(buckets.first().copied(), Some(5e-6));
     assert!(buckets.last().copied().unwrap_or_default() >= 0.1);
     assert!(buckets.windows(2).all(|pair| pair[0] < pair[1]));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn process_cpu_time_counts_below_one_second() {
+    // Burn at least two clock ticks, so the value cannot be 0 at tick resolution.
+    let started = std::time::Instant::now();
+    let mut spin = 0u64;
+    while started.elapsed() < Duration::from_millis(50) {
+        spin = std::hint::black_box(spin.wrapping_add(1));
+    }
+    let metrics = Metrics::new().expect("metrics");
+    let text = metrics.render(NodeSnapshot::default()).expect("render");
+
+    let cpu = sample(&text, "process_cpu_seconds_total").expect("process CPU time");
+    assert!(cpu > 0.0, "{text}");
+    assert!(sample(&text, "process_resident_memory_bytes").unwrap_or_default() > 0.0);
 }

@@ -5,6 +5,7 @@ mod events;
 mod health;
 mod members;
 mod rtc;
+mod telemetry;
 mod users;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
@@ -22,7 +23,8 @@ use crate::state::AppState;
 use crate::views::API_BASE;
 
 /// Builds the node's HTTP routes: the REST API under `/v0.1`, every route of which needs a
-/// bearer token, and the unauthenticated `/healthz` and `/readyz`.
+/// bearer token, and the unauthenticated `/healthz`, `/readyz` and `/metrics`. Every request
+/// runs in a span and counts in the request latency histogram.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().body_limit;
     let conversation = "/conversations/{conversation_id}";
@@ -63,9 +65,14 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(telemetry::metrics))
         .nest(API_BASE, api)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(
+            state.clone(),
+            telemetry::observe_request,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(Extension(BodyLimit(body_limit)))
         .with_state(state)
