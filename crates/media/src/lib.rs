@@ -157,9 +157,9 @@ pub struct MediaStats {
     /// Keyframe requests (PLI or FIR) received from subscribers.
     pub keyframe_requests_received: u64,
     /// Generic NACK packets (RFC 4585) received from peers after SRTCP authentication. The
-    /// `rtc` NACK responder answers them from its send history.
+    /// `rtc` NACK responder resends the packets they list from its send history.
     pub nacks_received: u64,
-    /// How leg connections were established, each leg counted at most once per layer.
+    /// Outcomes of legs' ICE and DTLS setup.
     pub outcomes: ConnectionOutcomes,
 }
 
@@ -311,8 +311,8 @@ impl MediaHandle {
         self.local_addr
     }
 
-    /// Whether the worker thread is still running. It stops on shutdown, and on its own only
-    /// if its poll fails or it panics.
+    /// Returns whether the worker thread is still running. It stops on shutdown, and on its own
+    /// only if its poll fails or it panics.
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::SeqCst)
     }

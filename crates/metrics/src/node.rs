@@ -11,11 +11,11 @@ use room::Census;
 
 use crate::MetricsError;
 
-/// What the node counts, read once per scrape.
+/// The counts of the room and the media worker, read once per scrape.
 #[derive(Clone, Debug, Default)]
 pub struct NodeSnapshot {
     pub census: Census,
-    /// The media worker's counters, or `None` when the worker no longer answers. The media
+    /// The media worker's counters, or `None` when the worker no longer replies. The media
     /// series are then left out rather than reported as 0, which would look like a counter
     /// reset.
     pub media: Option<MediaStats>,

@@ -8,7 +8,7 @@ use room::Census;
 
 use crate::{Metrics, NodeSnapshot};
 
-/// The `# TYPE` line of every family in a scrape: name to type.
+/// Returns the `# TYPE` line of every family in a scrape: name to type.
 fn types(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|line| line.strip_prefix("# TYPE "))
@@ -17,7 +17,7 @@ fn types(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The value of the sample whose name and labels are exactly `series`.
+/// Returns the value of the sample whose name and labels are exactly `series`.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))

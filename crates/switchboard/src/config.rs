@@ -168,9 +168,9 @@ impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
             format: LogFormat::Text,
-            // The WebRTC library's crates (rtc, rtc_ice, rtc_dtls and the others, 0.21; the
-            // directive matches every target that starts with `rtc`) log at warn what any peer
-            // can cause, per packet and with the peer's address and ICE ufrag in the message.
+            // The WebRTC library (rtc 0.21 and its rtc_* crates, all matched by the `rtc` prefix)
+            // logs at warn what any peer can cause. Some of it is per packet, and some names the
+            // peer's address, such as rtc_ice's "discard message from".
             filter: DEFAULT_LOG_FILTER.to_owned(),
         }
     }

@@ -164,8 +164,8 @@ impl Node {
 
     /// Stops the node in this order:
     ///
-    /// 1. Draining: `/readyz` answers 503 and new POST requests are rejected, while `/healthz`,
-    ///    `/metrics` and reads still answer, for the configured drain delay.
+    /// 1. Draining: `/readyz` returns 503 and new POST requests are rejected, while `/healthz`,
+    ///    `/metrics` and reads still respond, for the configured drain delay.
     /// 2. The HTTP listener closes, and in-flight requests finish (up to the shutdown timeout).
     /// 3. The media worker closes every leg, sends their DTLS close alerts and stops.
     /// 4. The room records the legs' ends, and the media event task ends.

@@ -32,7 +32,7 @@ impl Scrape {
         Scrape { text: reply.text }
     }
 
-    /// The value of the sample whose name and labels are exactly `series`, 0 if it is absent.
+    /// Returns the value of the sample whose name and labels are exactly `series`, 0 if it is absent.
     fn value(&self, series: &str) -> f64 {
         self.text
             .lines()
@@ -46,7 +46,7 @@ impl Scrape {
             .unwrap_or(0.0)
     }
 
-    /// Whether a sample line starts with `prefix` and contains every one of `parts`.
+    /// Checks whether a sample line starts with `prefix` and contains every one of `parts`.
     fn has_series(&self, prefix: &str, parts: &[&str]) -> bool {
         self.text
             .lines()
@@ -227,8 +227,8 @@ async fn metrics_follow_a_session_and_readyz_drains() {
             > 0.0
     );
 
-    // Shutdown: /readyz turns 503 at once, /healthz and /metrics answer until the listener
-    // closes after the drain delay, and then nothing answers.
+    // Shutdown: /readyz turns 503 at once, /healthz and /metrics respond until the listener
+    // closes after the drain delay, and then the connection is refused.
     let address = node.http_address();
     let shutdown = tokio::spawn(node.shutdown());
     // The spawned shutdown marks the node draining as soon as it first runs.

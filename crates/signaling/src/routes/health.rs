@@ -13,7 +13,7 @@ pub(super) async fn healthz() -> Json<Value> {
 }
 
 /// `GET /readyz`: 200 while the node accepts new work. 503 once it drains for shutdown, and
-/// while its media worker is not running, because no leg could then be answered.
+/// while its media worker is not running, because no offer could then get an answer.
 pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let unavailable = |status| {
         (
