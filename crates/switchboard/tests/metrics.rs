@@ -259,3 +259,31 @@ async fn metrics_follow_a_session_and_readyz_drains() {
     publisher.close().await;
     subscriber.close().await;
 }
+
+#[tokio::test]
+async fn stopped_media_worker_fails_readiness() {
+    let node = Node::start(fast_config()).await.expect("start node");
+    let api = Api::new(&node);
+    let ready = api.raw(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+
+    let media = node.media().clone();
+    tokio::task::spawn_blocking(move || media.shutdown())
+        .await
+        .expect("stop the media worker");
+
+    let ready = api.raw(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    assert_eq!(ready.body["status"], "media_stopped");
+    let health = api.raw(reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!(health.status, 200, "{}", health.text);
+    let scrape = Scrape::take(&api).await;
+    assert_eq!(scrape.value("switchboard_media_worker_up"), 0.0);
+    assert_eq!(scrape.value("switchboard_conversations"), 0.0);
+    assert!(
+        !scrape.text.contains(FORWARDED),
+        "media series of a stopped worker:\n{}",
+        scrape.text
+    );
+    node.shutdown().await.expect("shutdown");
+}
