@@ -64,7 +64,7 @@ pub(super) async fn observe_request(
                 "user_id" => "user",
                 _ => continue,
             };
-            span.record(field, value);
+            span.record(field, tracing::field::display(value));
         }
     }
 
