@@ -4,7 +4,8 @@
 //! `Attribute::DeliverToApplication`. On the application side, an [`RtcpTap`] lets PLI and FIR from
 //! subscribers through, because the worker relays them to the publisher. Reports and NACKs stay
 //! inside the chain. On the wire side, another counts the RTCP that passed SRTCP authentication,
-//! because the core drops what fails it without any other trace.
+//! because the core drops what fails it without any other trace, and the NACKs among it, because
+//! the NACK responder consumes them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
@@ -27,8 +29,11 @@ pub(crate) const RTCP_COUNTER_SLOT: usize = 500;
 enum Tap {
     /// Marks compound packets holding a PLI or FIR for delivery to the worker.
     KeyframeRequests,
-    /// Counts inbound RTCP packets.
-    Count(Arc<AtomicU64>),
+    /// Counts inbound RTCP packets in `rtcp`, and the generic NACKs they carry in `nacks`.
+    Count {
+        rtcp: Arc<AtomicU64>,
+        nacks: Arc<AtomicU64>,
+    },
 }
 
 pub(crate) struct RtcpTap {
@@ -51,10 +56,15 @@ impl RtcpTap {
         RtcpTap::new(Tap::KeyframeRequests)
     }
 
-    /// Creates a counting tap, and returns it with the count it increments.
-    pub(crate) fn counter() -> (RtcpTap, Arc<AtomicU64>) {
-        let count = Arc::new(AtomicU64::new(0));
-        (RtcpTap::new(Tap::Count(Arc::clone(&count))), count)
+    /// Creates a counting tap that adds NACKs to `nacks`, and returns it with the RTCP count it
+    /// increments.
+    pub(crate) fn counter(nacks: Arc<AtomicU64>) -> (RtcpTap, Arc<AtomicU64>) {
+        let rtcp = Arc::new(AtomicU64::new(0));
+        let tap = Tap::Count {
+            rtcp: Arc::clone(&rtcp),
+            nacks,
+        };
+        (RtcpTap::new(tap), rtcp)
     }
 }
 
@@ -82,10 +92,17 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
                     msg.message.add(Attribute::DeliverToApplication);
                 }
             }
-            Tap::Count(count) => {
-                if matches!(msg.message.packet, Packet::Rtcp(_)) {
-                    // One thread writes and reads the count, so no ordering is needed.
-                    count.fetch_add(1, Ordering::Relaxed);
+            Tap::Count { rtcp, nacks } => {
+                if let Packet::Rtcp(list) = &msg.message.packet {
+                    // One thread writes and reads the counts, so no ordering is needed.
+                    rtcp.fetch_add(1, Ordering::Relaxed);
+                    let nack_count = list
+                        .iter()
+                        .filter(|packet| packet.as_any().is::<TransportLayerNack>())
+                        .count();
+                    if nack_count > 0 {
+                        nacks.fetch_add(nack_count as u64, Ordering::Relaxed);
+                    }
                 }
             }
         }

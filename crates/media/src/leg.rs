@@ -33,6 +33,8 @@ pub(crate) struct LegSettings {
     pub(crate) announced_address: SocketAddr,
     pub(crate) ice_disconnected_timeout: Duration,
     pub(crate) ice_failed_timeout: Duration,
+    /// NACKs received on every leg, shared by their counting taps.
+    pub(crate) nacks_received: Arc<AtomicU64>,
 }
 
 /// Negotiated header extensions of a leg: (URI, id).
@@ -87,7 +89,12 @@ pub(crate) struct Leg {
     pub(crate) ufrag: String,
     /// Remote addresses bound to this leg in the demultiplexer.
     pub(crate) addresses: Vec<SocketAddr>,
+    /// The peer connection reported connected: ICE, DTLS and SRTP are up.
     pub(crate) connected: bool,
+    /// The ICE agent reported connected at least once.
+    pub(crate) ice_connected: bool,
+    /// Forwarded RTP packets written to the peer connection and not yet sent on the socket.
+    pub(crate) unsent_forwards: u32,
     /// Deadline last pushed to the worker's timer heap.
     pub(crate) deadline: Option<Instant>,
     /// Inbound RTCP packets that passed SRTCP authentication.
@@ -141,7 +148,7 @@ pub(crate) fn build_peer_connection(
             Slot::from(interceptors::KEYFRAME_REQUEST_SLOT),
             RtcpTap::keyframe_requests(),
         );
-    let (rtcp_counter, rtcp_received) = RtcpTap::counter();
+    let (rtcp_counter, rtcp_received) = RtcpTap::counter(Arc::clone(&settings.nacks_received));
     let registry = registry.with(Slot::from(interceptors::RTCP_COUNTER_SLOT), rtcp_counter);
     let pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())

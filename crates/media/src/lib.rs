@@ -21,6 +21,7 @@ mod worker;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -58,6 +59,9 @@ pub struct MediaConfig {
     pub ice_disconnected_timeout: Duration,
     /// Further time without checks after which the leg is failed and closed.
     pub ice_failed_timeout: Duration,
+    /// Histogram of the time from a datagram's receive to the send of each forwarded copy of
+    /// its RTP packet, in seconds. `None` skips the measurement and its clock reads.
+    pub packet_transit: Option<prometheus::Histogram>,
 }
 
 impl Default for MediaConfig {
@@ -68,6 +72,7 @@ impl Default for MediaConfig {
             keyframe_request_interval: Duration::from_millis(250),
             ice_disconnected_timeout: Duration::from_secs(5),
             ice_failed_timeout: Duration::from_secs(25),
+            packet_transit: None,
         }
     }
 }
@@ -143,12 +148,33 @@ pub struct MediaStats {
     /// answer (failed integrity), and RTP or RTCP that failed SRTP authentication or replay
     /// checks. Forged DTLS records are dropped by the core without a trace and are not counted.
     pub rejected_datagrams: u64,
-    /// Datagrams the socket could not send.
+    /// Datagrams the socket could not send, and forwarded packets a subscriber leg rejected.
     pub send_errors: u64,
+    /// The part of `send_errors` where the kernel's send buffer was full (`WouldBlock`).
+    pub send_buffer_full: u64,
     /// Keyframe requests (PLI or FIR) sent to publishers.
     pub keyframe_requests_sent: u64,
     /// Keyframe requests (PLI or FIR) received from subscribers.
     pub keyframe_requests_received: u64,
+    /// Generic NACK packets (RFC 4585) received from peers after SRTCP authentication. The
+    /// `rtc` NACK responder resends the packets they list from its send history.
+    pub nacks_received: u64,
+    /// Outcomes of legs' ICE and DTLS setup.
+    pub outcomes: ConnectionOutcomes,
+}
+
+/// Outcomes of setting up legs' connections.
+///
+/// A leg counts as ICE connected when its ICE agent first reports connected, and as DTLS
+/// connected when its peer connection first does (ICE, DTLS and SRTP up). A leg closed for a
+/// connection failure before that counts as failed in the first layer that was not up. Legs
+/// closed for other reasons before connecting (hang-up, request, shutdown) count in neither.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionOutcomes {
+    pub ice_connected: u64,
+    pub ice_failed: u64,
+    pub dtls_connected: u64,
+    pub dtls_failed: u64,
 }
 
 /// Errors of the media worker, one variant per problem a caller can act on.
@@ -235,6 +261,16 @@ pub struct MediaHandle {
     local_addr: SocketAddr,
     announced_address: SocketAddr,
     thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    running: Arc<AtomicBool>,
+}
+
+/// Clears the running flag when the worker thread ends, whether it returns or panics.
+struct RunningGuard(Arc<AtomicBool>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 impl MediaHandle {
@@ -248,9 +284,14 @@ impl MediaHandle {
         let local_addr = worker.local_addr();
         let announced_address = worker.announced_address();
         let waker = worker.waker();
+        let running = Arc::new(AtomicBool::new(true));
+        let guard = RunningGuard(Arc::clone(&running));
         let thread = std::thread::Builder::new()
             .name("switchboard-media".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                let _guard = guard;
+                worker.run();
+            })
             .map_err(|e| MediaError::Config(format!("failed to start the media thread: {e}")))?;
         let handle = MediaHandle {
             sender: CommandSender {
@@ -260,6 +301,7 @@ impl MediaHandle {
             local_addr,
             announced_address,
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+            running,
         };
         Ok((handle, events_rx))
     }
@@ -267,6 +309,12 @@ impl MediaHandle {
     /// Address the media socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Returns whether the worker thread is still running. It stops on shutdown, and on its own
+    /// only if its poll fails or it panics.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
     }
 
     /// Address announced in answers' ICE candidates.

@@ -5,7 +5,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use rtc::ice::rand::generate_ufrag;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::Packet;
@@ -31,7 +31,7 @@ use rtc::sansio::Protocol;
 use rtc::sdp::extmap::SDES_MID_URI;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::mpsc::UnboundedSender;
-use tracing::{debug, info, trace, warn};
+use tracing::{debug, info, info_span, trace, warn};
 
 use crate::codecs::{self, FORWARDED_EXTENSIONS};
 use crate::demux::{Demux, LegKey};
@@ -79,6 +79,9 @@ pub(crate) struct Worker {
     /// The waker fired, and the command queue may not be empty yet.
     commands_waiting: bool,
     stats: MediaStats,
+    /// Time of the receive of the datagram being handled, the start of its packets' transit.
+    received_at: Instant,
+    packet_transit: Option<prometheus::Histogram>,
     running: bool,
 }
 
@@ -128,6 +131,7 @@ impl Worker {
                 announced_address,
                 ice_disconnected_timeout: config.ice_disconnected_timeout,
                 ice_failed_timeout: config.ice_failed_timeout,
+                nacks_received: Arc::new(AtomicU64::new(0)),
             },
             commands,
             events,
@@ -147,6 +151,8 @@ impl Worker {
             pending_flush: Vec::new(),
             commands_waiting: false,
             stats: MediaStats::default(),
+            received_at: Instant::now(),
+            packet_transit: config.packet_transit,
             running: true,
         })
     }
@@ -252,6 +258,7 @@ impl Worker {
             self.stats.unroutable_datagrams += 1;
             return;
         };
+        self.received_at = now;
         let connected = leg.connected;
         let rtcp_before = leg.rtcp_received.load(Ordering::Relaxed);
         let message = TaggedBytesMut {
@@ -384,8 +391,25 @@ impl Worker {
                 new_addresses.push(peer);
                 debug!(leg = %leg.id, "leg bound to its ICE-validated address");
             }
+            // The core queues a forwarded packet at once, so the RTP among this leg's datagrams
+            // are the copies written since its last flush. Other RTP (NACK retransmissions) is
+            // written while the leg's own input is handled, when no forward is pending.
+            let forwarded =
+                leg.unsent_forwards > 0 && DatagramKind::of(&datagram.message) == DatagramKind::Rtp;
             send(&self.socket, &mut self.stats, &datagram.message, peer);
+            if forwarded {
+                leg.unsent_forwards -= 1;
+                // Observing is lock-free and allocates nothing: prometheus 0.14's
+                // `HistogramCore::observe` is an atomic add to the count, a scan of the bucket
+                // bounds, an atomic add to one bucket and a compare-and-swap on the sum.
+                if let Some(histogram) = &self.packet_transit {
+                    let transit = Instant::now().saturating_duration_since(self.received_at);
+                    histogram.observe(transit.as_secs_f64());
+                }
+            }
         }
+        // A copy the core did not queue must not be matched with a later packet's datagram.
+        leg.unsent_forwards = 0;
         for peer in new_addresses {
             if let Some(previous) = self.demux.bind_address(peer, key)
                 && let Some(previous_leg) = self.legs.get_mut(&previous)
@@ -423,14 +447,36 @@ impl Worker {
 
     fn handle_event(&mut self, key: LegKey, event: RTCPeerConnectionEvent, now: Instant) {
         match event {
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => {
+                let Some(leg) = self.legs.get_mut(&key) else {
+                    return;
+                };
+                let _span = info_span!("leg", leg = %leg.id).entered();
+                debug!(%state, "leg ICE state changed");
+                let up = matches!(
+                    state,
+                    RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+                );
+                if up && !leg.ice_connected {
+                    leg.ice_connected = true;
+                    self.stats.outcomes.ice_connected += 1;
+                }
+            }
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 let Some(leg) = self.legs.get_mut(&key) else {
                     return;
                 };
-                info!(leg = %leg.id, %state, "leg connection state changed");
+                let _span = info_span!("leg", leg = %leg.id).entered();
+                info!(%state, "leg connection state changed");
                 match state {
                     RTCPeerConnectionState::Connected if !leg.connected => {
                         leg.connected = true;
+                        // Connected implies ICE is up, whatever order the core reported it in.
+                        if !leg.ice_connected {
+                            leg.ice_connected = true;
+                            self.stats.outcomes.ice_connected += 1;
+                        }
+                        self.stats.outcomes.dtls_connected += 1;
                         let id = leg.id.clone();
                         self.activate_subscriptions(key, now);
                         self.emit(MediaEvent::LegConnected { leg: id });
@@ -465,7 +511,8 @@ impl Worker {
                 track.started = true;
                 track.media_ssrc = Some(init.ssrc);
                 let kind = track.kind;
-                info!(leg = %id, ?kind, ssrc = init.ssrc, "published track started");
+                let _span = info_span!("leg", leg = %id).entered();
+                info!(?kind, ssrc = init.ssrc, "published track started");
                 self.emit(MediaEvent::TrackStarted { leg: id, kind });
             }
             _ => {}
@@ -500,12 +547,13 @@ impl Worker {
                 continue;
             };
             match leg.pc.rtp_sender(sender) {
-                Some(mut rtp_sender) => {
-                    if let Err(error) = rtp_sender.write_rtp(now, forward.packet) {
+                Some(mut rtp_sender) => match rtp_sender.write_rtp(now, forward.packet) {
+                    Ok(()) => leg.unsent_forwards = leg.unsent_forwards.saturating_add(1),
+                    Err(error) => {
                         self.stats.send_errors += 1;
                         trace!(leg = %leg.id, %error, "subscriber leg rejected a forwarded packet");
                     }
-                }
+                },
                 None => continue,
             }
             self.pending_flush.push(subscriber);
@@ -542,7 +590,7 @@ impl Worker {
         match self.router.request_keyframe(track_id, now) {
             Ok(outcome) if outcome.request_keyframe => self.send_keyframe_request(track_id, now),
             Ok(_) => {}
-            Err(error) => debug!(%error, "keyframe request for a track the router does not know"),
+            Err(error) => trace!(%error, "keyframe request for a track the router does not know"),
         }
     }
 
@@ -621,6 +669,7 @@ impl Worker {
                 muted,
                 reply,
             } => {
+                let _span = info_span!("leg", %leg).entered();
                 let result = self.publish(leg, offer, muted, now);
                 let _ = reply.send(result);
             }
@@ -630,6 +679,7 @@ impl Worker {
                 offer,
                 reply,
             } => {
+                let _span = info_span!("leg", %leg).entered();
                 let result = self.subscribe(leg, publisher, offer, now);
                 let _ = reply.send(result);
             }
@@ -649,6 +699,7 @@ impl Worker {
                 muted,
                 reply,
             } => {
+                let _span = info_span!("leg", leg = %publisher).entered();
                 let result = self.set_muted(&publisher, kind, muted, now);
                 let _ = reply.send(result);
             }
@@ -671,6 +722,7 @@ impl Worker {
         stats.subscriber_legs = stats.legs - stats.publisher_legs;
         stats.tracks = self.router.track_count();
         stats.subscriptions = self.router.subscription_count();
+        stats.nacks_received = self.settings.nacks_received.load(Ordering::Relaxed);
         stats
     }
 
@@ -777,13 +829,15 @@ impl Worker {
                 .map_err(|e| MediaError::Rtc(format!("registering track: {e}")))?;
             self.track_owners.insert(track.track, key);
         }
-        info!(leg = %id, tracks = ?kinds, "publisher leg answered");
+        info!(tracks = ?kinds, "publisher leg answered");
         let inserted = self.insert_leg(Leg {
             id,
             pc,
             ufrag,
             addresses: Vec::new(),
             connected: false,
+            ice_connected: false,
+            unsent_forwards: 0,
             deadline: None,
             rtcp_received,
             role: Role::Publisher(Publisher {
@@ -911,13 +965,15 @@ impl Worker {
             ));
         }
 
-        info!(leg = %id, publisher = %publisher_id, tracks = usable.len(), "subscriber leg answered");
+        info!(publisher = %publisher_id, tracks = usable.len(), "subscriber leg answered");
         let key = self.insert_leg(Leg {
             id,
             pc,
             ufrag,
             addresses: Vec::new(),
             connected: false,
+            ice_connected: false,
+            unsent_forwards: 0,
             deadline: None,
             rtcp_received,
             role: Role::Subscriber(Subscriber {
@@ -1023,7 +1079,7 @@ impl Worker {
                         requests.push(track.track);
                     }
                 }
-                Err(error) => warn!(leg = %leg.id, %error, "failed to subscribe a track"),
+                Err(error) => warn!(%error, "failed to subscribe a track"),
             }
         }
         for track in requests {
@@ -1060,10 +1116,10 @@ impl Worker {
             match self.router.set_muted(track, muted, now) {
                 Ok(outcome) if outcome.request_keyframe => self.send_keyframe_request(track, now),
                 Ok(_) => {}
-                Err(error) => warn!(leg = %publisher_id, %error, "failed to change mute state"),
+                Err(error) => warn!(%error, "failed to change mute state"),
             }
         }
-        info!(leg = %publisher_id, ?kind, muted, "publisher mute state changed");
+        info!(?kind, muted, "publisher mute state changed");
         self.flush_pending();
         Ok(())
     }
@@ -1072,6 +1128,14 @@ impl Worker {
         let Some(mut leg) = self.legs.remove(&key) else {
             return;
         };
+        let _span = info_span!("leg", leg = %leg.id).entered();
+        if reason == CloseReason::ConnectionFailed {
+            if !leg.ice_connected {
+                self.stats.outcomes.ice_failed += 1;
+            } else if !leg.connected {
+                self.stats.outcomes.dtls_failed += 1;
+            }
+        }
         if let Err(error) = leg.pc.close() {
             debug!(leg = %leg.id, %error, "closing the peer connection failed");
         }
@@ -1122,7 +1186,7 @@ impl Worker {
                 }
             }
         }
-        info!(leg = %leg.id, reason = reason.as_str(), "leg closed");
+        info!(reason = reason.as_str(), "leg closed");
         self.emit(MediaEvent::LegClosed {
             leg: leg.id,
             reason,
@@ -1152,6 +1216,9 @@ fn send(socket: &UdpSocket, stats: &mut MediaStats, datagram: &[u8], peer: Socke
     if let Err(error) = socket.send_to(datagram, peer) {
         // WouldBlock means the kernel's send buffer is full: the datagram is dropped, as a
         // congested link would.
+        if error.kind() == ErrorKind::WouldBlock {
+            stats.send_buffer_full += 1;
+        }
         stats.send_errors += 1;
         trace!(%error, "media socket send failed");
     }

@@ -33,6 +33,7 @@ pub use member::{
     TrackSettings,
 };
 pub use registry::{
-    Departure, MAX_PUBLISHER_LEGS_PER_MEMBER, MuteChange, PostedEvent, PublishedLeg, Registry,
+    Census, Departure, MAX_PUBLISHER_LEGS_PER_MEMBER, MuteChange, PostedEvent, PublishedLeg,
+    Registry,
 };
 pub use user::{MAX_NAME_LENGTH, NewUser, User};

@@ -30,6 +30,16 @@ pub struct Registry {
     leg_conversations: DashMap<LegId, ConversationId>,
 }
 
+/// Counts of a registry's conversations and members at one moment, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    pub conversations: usize,
+    pub members_invited: usize,
+    pub members_joined: usize,
+    /// LEFT members stay in their conversation's member list, so this count only grows.
+    pub members_left: usize,
+}
+
 /// A member that left, and the legs that closed with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Departure {
@@ -479,6 +489,23 @@ impl Registry {
         self.read(conversation_id, |record| {
             Ok(query.select(&record.events).into_iter().cloned().collect())
         })
+    }
+
+    /// Counts conversations and members by state. Each conversation is read under its own
+    /// lock, so the counts of a registry that changes meanwhile may mix two moments.
+    pub fn census(&self) -> Census {
+        let mut census = Census::default();
+        for record in self.conversations.iter() {
+            census.conversations += 1;
+            for member in &record.members {
+                match member.state {
+                    MemberState::Invited => census.members_invited += 1,
+                    MemberState::Joined => census.members_joined += 1,
+                    MemberState::Left => census.members_left += 1,
+                }
+            }
+        }
+        census
     }
 
     fn conversation_of_leg(&self, leg_id: &LegId) -> Result<ConversationId, RoomError> {

@@ -871,3 +871,37 @@ fn leg_connected_is_recorded() {
         .expect("table");
     assert_eq!(table.publishers[0].state, LegState::Connected);
 }
+
+#[test]
+fn census_counts_conversations_and_members_by_state() {
+    let fixture = Fixture::new();
+    assert_eq!(
+        fixture.registry.census(),
+        Census {
+            conversations: 1,
+            ..Census::default()
+        }
+    );
+
+    fixture.joined("alice");
+    let bob = fixture.joined("bob");
+    let carol = fixture.user("carol");
+    fixture
+        .registry
+        .add_member(&fixture.conversation, &carol, MemberAction::Invite, None)
+        .expect("invite");
+    fixture
+        .registry
+        .remove_member(&fixture.conversation, &bob)
+        .expect("bob leaves");
+    fixture
+        .registry
+        .create_conversation(NewConversation::default())
+        .expect("a second conversation");
+
+    let census = fixture.registry.census();
+    assert_eq!(census.conversations, 2);
+    assert_eq!(census.members_joined, 1);
+    assert_eq!(census.members_invited, 1);
+    assert_eq!(census.members_left, 1);
+}

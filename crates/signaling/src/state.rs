@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use dashmap::DashMap;
 use media::MediaHandle;
+use metrics::Metrics;
 use room::{ConversationId, Registry};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -39,6 +40,7 @@ struct Inner {
     media: MediaHandle,
     verifier: TokenVerifier,
     config: SignalingConfig,
+    metrics: Arc<Metrics>,
     draining: AtomicBool,
     /// One lock per conversation, held across the room check, the media command and the room
     /// update of a media change, so that two changes of one conversation reach the room and
@@ -47,11 +49,25 @@ struct Inner {
 }
 
 impl AppState {
+    /// Creates the state with metrics of its own. A node whose media worker observes into the
+    /// same metrics uses [`AppState::with_metrics`].
     pub fn new(
         registry: Arc<Registry>,
         media: MediaHandle,
         verifier: TokenVerifier,
         config: SignalingConfig,
+    ) -> Self {
+        // The definitions are constants, and a test of the metrics crate registers them all.
+        let metrics = Metrics::new().expect("the metric definitions are valid");
+        Self::with_metrics(registry, media, verifier, config, Arc::new(metrics))
+    }
+
+    pub fn with_metrics(
+        registry: Arc<Registry>,
+        media: MediaHandle,
+        verifier: TokenVerifier,
+        config: SignalingConfig,
+        metrics: Arc<Metrics>,
     ) -> Self {
         AppState {
             inner: Arc::new(Inner {
@@ -59,6 +75,7 @@ impl AppState {
                 media,
                 verifier,
                 config,
+                metrics,
                 draining: AtomicBool::new(false),
                 media_locks: DashMap::new(),
             }),
@@ -79,6 +96,10 @@ impl AppState {
 
     pub fn config(&self) -> &SignalingConfig {
         &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Marks the node as draining: `/readyz` returns 503 and new POST requests are rejected.

@@ -93,6 +93,7 @@ impl MediaSettings {
             keyframe_request_interval: Duration::from_millis(self.keyframe_request_interval_ms),
             ice_disconnected_timeout: Duration::from_millis(self.ice_disconnected_timeout_ms),
             ice_failed_timeout: Duration::from_millis(self.ice_failed_timeout_ms),
+            packet_transit: None,
         }
     }
 }
@@ -152,6 +153,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// Log filter of a node with no `log.filter` setting.
+pub const DEFAULT_LOG_FILTER: &str = "info,rtc=error";
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
@@ -164,9 +168,10 @@ impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
             format: LogFormat::Text,
-            // The DTLS layer of the WebRTC library (rtc-dtls 0.21) logs handshake retransmits,
-            // unexpected messages and unknown extensions at warn, all of which a peer can cause.
-            filter: "info,rtc_dtls=error".to_owned(),
+            // The WebRTC library (rtc 0.21 and its rtc_* crates, all matched by the `rtc` prefix)
+            // logs at warn what any peer can cause. Some of it is per packet, and some names the
+            // peer's address, such as rtc_ice's "discard message from".
+            filter: DEFAULT_LOG_FILTER.to_owned(),
         }
     }
 }
@@ -267,7 +272,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     },
     SettingDoc {
         key: "log.filter",
-        description: "tracing filter directives [default: info,rtc_dtls=error]",
+        description: "tracing filter directives [default: info,rtc=error]",
         is_text: true,
     },
     SettingDoc {
@@ -369,7 +374,7 @@ mod tests {
             assert_eq!(config.http.address, address("127.0.0.1:7880"));
             assert_eq!(config.media.bind, address("127.0.0.1:7882"));
             assert!(config.auth.uses_development_secret());
-            assert_eq!(config.log.filter, "info,rtc_dtls=error");
+            assert_eq!(config.log.filter, "info,rtc=error");
             Ok(())
         });
     }

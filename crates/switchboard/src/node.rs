@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use media::MediaHandle;
+use metrics::Metrics;
 use room::Registry;
 use signaling::auth::{TokenIssuer, TokenVerifier};
 use signaling::{AppState, SignalingConfig};
@@ -63,14 +64,23 @@ impl Node {
         let http_address = listener
             .local_addr()
             .context("failed to read the HTTP listener's address")?;
-        let (media, media_events) = MediaHandle::start(config.media.to_media_config())
-            .context("failed to start the media worker")?;
+        let metrics = Arc::new(Metrics::new().context("failed to define the metrics")?);
+        let mut media_config = config.media.to_media_config();
+        media_config.packet_transit = Some(metrics.packet_transit());
+        let (media, media_events) =
+            MediaHandle::start(media_config).context("failed to start the media worker")?;
 
         let registry = Arc::new(Registry::new());
         let signaling_config = SignalingConfig {
             body_limit: config.http.body_limit,
         };
-        let state = AppState::new(registry.clone(), media.clone(), verifier, signaling_config);
+        let state = AppState::with_metrics(
+            registry.clone(),
+            media.clone(),
+            verifier,
+            signaling_config,
+            metrics,
+        );
 
         let task_registry = registry.clone();
         let events_task = tokio::spawn(async move {
@@ -152,11 +162,18 @@ impl Node {
             .context("failed to mint a token")
     }
 
-    /// Stops the node: `/readyz` turns 503, and after the configured drain delay the HTTP
-    /// listener closes and in-flight requests finish (up to the shutdown timeout). Then the
-    /// media worker closes every leg, and the room records their ends.
+    /// Stops the node in this order:
+    ///
+    /// 1. Draining: `/readyz` returns 503 and new POST requests are rejected, while `/healthz`,
+    ///    `/metrics` and reads still respond, for the configured drain delay.
+    /// 2. The HTTP listener closes, and in-flight requests finish (up to the shutdown timeout).
+    /// 3. The media worker closes every leg, sends their DTLS close alerts and stops.
+    /// 4. The room records the legs' ends, and the media event task ends.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        info!("node draining");
+        info!(
+            drain_delay_ms = self.config.shutdown.drain_delay_ms,
+            "node draining"
+        );
         self.state.start_draining();
         tokio::time::sleep(Duration::from_millis(self.config.shutdown.drain_delay_ms)).await;
 
@@ -176,6 +193,7 @@ impl Node {
             }
         }
 
+        info!("HTTP listener closed; closing every leg");
         let media = self.media.clone();
         tokio::task::spawn_blocking(move || media.shutdown())
             .await

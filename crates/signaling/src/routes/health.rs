@@ -12,13 +12,19 @@ pub(super) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 while the node accepts new work, 503 once it drains for shutdown.
+/// `GET /readyz`: 200 while the node accepts new work. 503 once it drains for shutdown, and
+/// while its media worker is not running, because no offer could then get an answer.
 pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    if state.is_draining() {
+    let unavailable = |status| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "draining" })),
+            Json(json!({ "status": status })),
         )
+    };
+    if state.is_draining() {
+        unavailable("draining")
+    } else if !state.media().is_running() {
+        unavailable("media_stopped")
     } else {
         (StatusCode::OK, Json(json!({ "status": "ready" })))
     }

@@ -5,6 +5,7 @@ mod events;
 mod health;
 mod members;
 mod rtc;
+mod telemetry;
 mod users;
 
 use axum::body::Bytes;
@@ -27,7 +28,8 @@ use crate::views::API_BASE;
 
 /// Builds the node's HTTP routes: the REST API under `/v0.1`, every route of which needs a
 /// bearer token, its OpenAPI document at `/v0.1/openapi.json`, and the unauthenticated
-/// `/healthz` and `/readyz`.
+/// `/healthz`, `/readyz` and `/metrics`. Every request runs in a span and counts in the
+/// request latency histogram.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().body_limit;
     let (api, document) = api_routes().split_for_parts();
@@ -41,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(telemetry::metrics))
         .route(
             &format!("{API_BASE}/openapi.json"),
             get(move || serve_document(document.clone())),
@@ -48,6 +51,10 @@ pub fn router(state: AppState) -> Router {
         .nest(API_BASE, api)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(
+            state.clone(),
+            telemetry::observe_request,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(Extension(BodyLimit(body_limit)))
         .with_state(state)
