@@ -1,11 +1,11 @@
 //! Access rules, checked by the route handlers after the middleware verified the token and its
 //! `acl.paths`.
 //!
-//! An admin token may do everything. A user token acts only as its own user: it reads its own
-//! user record and the conversations it is an INVITED or JOINED member of, creates
-//! conversations, joins, leaves, publishes, subscribes and posts events as its own member,
-//! invites others into a conversation it has JOINED, and mutes only itself unless the token
-//! carries the `moderator` claim. A token for a user that does not exist may do nothing.
+//! An admin token may do everything. A user token acts only as its own user. It reads its own
+//! user record and the conversations it is an INVITED or JOINED member of, and it creates
+//! conversations. As its own member it joins, leaves, publishes, subscribes and posts events,
+//! and once JOINED it invites other users. It mutes only itself unless the token carries the
+//! `moderator` claim. A token for a user that does not exist may do nothing.
 
 use room::{ConversationId, EventType, Member, MemberAction, MemberId, User};
 
@@ -146,7 +146,7 @@ pub(crate) fn require_may_add_member(
 }
 
 /// Checks that the caller may post an event of `kind` from member `from` to member `to`, and
-/// returns the sender. The caller must act as `from`; a mute event whose target (`to`, else
+/// returns the sender. The caller must act as `from`. A mute event whose target (`to`, else
 /// `from`) is another member also needs an admin token or the `moderator` claim.
 pub(crate) fn require_may_post_event(
     state: &AppState,

@@ -36,8 +36,8 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// accepted up to this long past `exp`, and `iat` and `nbf` may be this far in the future.
 pub const CLOCK_LEEWAY_SECONDS: u64 = 30;
 
-/// Longest token accepted, in bytes. Tokens with the default grants are about 500 bytes
-/// (HS256) or 700 bytes (RS256 with a 2048-bit key).
+/// Maximum length of a token, in bytes. Tokens with the default grants are about 400 bytes
+/// (HS256) or 650 bytes (RS256 with a 2048-bit key).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Identity a request acts as.
@@ -71,7 +71,7 @@ impl Caller {
         }
     }
 
-    /// Whether the caller may mute other members: an admin, or a user token with the
+    /// Returns whether the caller may mute other members: an admin, or a user token with the
     /// `moderator` claim.
     pub fn is_moderator(&self) -> bool {
         self.is_admin() || self.claims.moderator
@@ -133,7 +133,7 @@ pub enum AuthError {
     Clock,
 }
 
-/// Why a valid token may not do what a request asks: each is a 403.
+/// Why a valid token may not make a request: each is a 403.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AccessError {

@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use super::claims::{Acl, Claims, DEFAULT_ACL_PATHS};
 use super::{AuthError, check_secret};
 
-/// What a minted token grants.
+/// The identity, grants and lifetime of a token to mint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenGrant {
     /// User the token acts as; `None` mints an admin token.
@@ -21,7 +21,7 @@ pub struct TokenGrant {
 }
 
 impl TokenGrant {
-    /// An admin token with the default paths.
+    /// Creates the grant of an admin token with the default paths.
     pub fn admin(ttl: Duration) -> Self {
         TokenGrant {
             user: None,
@@ -31,7 +31,7 @@ impl TokenGrant {
         }
     }
 
-    /// A token acting as the user `name`, with the default paths.
+    /// Creates the grant of a token acting as the user `name`, with the default paths.
     pub fn user(name: impl Into<String>, ttl: Duration) -> Self {
         TokenGrant {
             user: Some(name.into()),
