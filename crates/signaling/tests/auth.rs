@@ -485,6 +485,17 @@ fn short_secret_is_rejected() {
 }
 
 #[test]
+fn debug_output_hides_keys() {
+    let verifier = TokenVerifier::hs256(APPLICATION_ID, SECRET).expect("verifier");
+    let issuer = TokenIssuer::hs256(APPLICATION_ID, SECRET).expect("issuer");
+    let secret = String::from_utf8_lossy(SECRET).into_owned();
+    for debug in [format!("{verifier:?}"), format!("{issuer:?}")] {
+        assert!(!debug.contains(&secret), "{debug}");
+        assert!(debug.contains(APPLICATION_ID), "{debug}");
+    }
+}
+
+#[test]
 fn verifier_needs_a_key() {
     assert!(matches!(
         TokenVerifier::new(APPLICATION_ID, None, None),

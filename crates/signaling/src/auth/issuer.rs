@@ -60,6 +60,16 @@ pub struct TokenIssuer {
     key: EncodingKey,
 }
 
+/// Shows the application and algorithm, never the key.
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field("application_id", &self.application_id)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
 impl TokenIssuer {
     /// Creates an issuer of HS256 tokens signed with `secret`.
     pub fn hs256(application_id: impl Into<String>, secret: &[u8]) -> Result<Self, AuthError> {
