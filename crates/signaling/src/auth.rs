@@ -287,13 +287,7 @@ impl TokenVerifier {
         // The library checks the signature first, then `exp` and `nbf`.
         let data = jsonwebtoken::decode::<Value>(token, &key.key, &key.validation)
             .map_err(library_error)?;
-        let claims: Claims = serde_path_to_error::deserialize(data.claims).map_err(|error| {
-            let path = error.path().to_string();
-            AuthError::InvalidClaims(format!("claim {path}: {}", error.into_inner()))
-        })?;
-        if let Some(problem) = claims.problem() {
-            return Err(AuthError::InvalidClaims(problem));
-        }
+        let claims = parse_claims(data.claims)?;
 
         if claims.application_id != self.application_id {
             return Err(AuthError::WrongApplication {
@@ -395,6 +389,23 @@ fn decode_part<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, String> 
         .decode(part)
         .map_err(|error| format!("not unpadded base64url: {error}"))?;
     serde_json::from_slice(&bytes).map_err(|error| format!("not valid JSON: {error}"))
+}
+
+/// Reads the claims of a verified token and checks the rules their types cannot express.
+fn parse_claims(value: Value) -> Result<Claims, AuthError> {
+    let claims: Claims = serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let error = error.into_inner();
+        match path.as_str() {
+            // A missing claim is reported at the root, and the message names it.
+            "." => AuthError::InvalidClaims(error.to_string()),
+            _ => AuthError::InvalidClaims(format!("claim {path}: {error}")),
+        }
+    })?;
+    match claims.problem() {
+        Some(problem) => Err(AuthError::InvalidClaims(problem)),
+        None => Ok(claims),
+    }
 }
 
 /// Maps the library's failures after [`read_algorithm`] passed.

@@ -379,6 +379,16 @@ async fn malformed_claims_are_401() {
         );
         assert_eq!(reply.code(), "auth:error:invalid-claims", "{case}");
     }
+
+    let no_iat = sign_hs256(&without(claims(), "iat"), SECRET);
+    let reply = get_users(&node, Some(&no_iat)).await;
+    let detail = reply.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("missing field `iat`"), "{detail}");
+
+    let numeric_sub = sign_hs256(&with(claims(), json!({ "sub": 42 })), SECRET);
+    let reply = get_users(&node, Some(&numeric_sub)).await;
+    let detail = reply.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("claim sub"), "{detail}");
 }
 
 #[tokio::test]
