@@ -7,7 +7,7 @@ use media::MediaError;
 use room::RoomError;
 use serde::Serialize;
 
-use crate::auth::AuthError;
+use crate::auth::{AccessError, AuthError};
 
 /// One request field that failed validation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -27,6 +27,10 @@ pub enum ApiError {
     Media(#[from] MediaError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// A rule of one route that a valid token breaks; the access rules in [`AccessError`]
+    /// have codes of their own.
     #[error("{0}")]
     Forbidden(String),
     #[error("the request body is not valid JSON: {0}")]
@@ -79,14 +83,9 @@ impl ApiError {
         match self {
             ApiError::Room(error) => classify_room(error),
             ApiError::Media(error) => classify_media(error),
-            ApiError::Auth(AuthError::Expired) => {
-                (StatusCode::UNAUTHORIZED, "system:error:expired-token")
-            }
-            ApiError::Auth(
-                AuthError::WeakSecret { .. } | AuthError::Signing(_) | AuthError::Clock,
-            ) => (StatusCode::INTERNAL_SERVER_ERROR, "system:error:internal"),
-            ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, "system:error:invalid-token"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "system:error:forbidden"),
+            ApiError::Auth(error) => classify_auth(error),
+            ApiError::Access(error) => (StatusCode::FORBIDDEN, access_code(error)),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "auth:error:forbidden"),
             ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "request:error:invalid-json"),
             ApiError::InvalidParameters { .. } => {
                 (StatusCode::BAD_REQUEST, "request:error:invalid-parameters")
@@ -112,6 +111,41 @@ impl ApiError {
     fn title(&self) -> &'static str {
         let status = self.status();
         status.canonical_reason().unwrap_or("Error")
+    }
+}
+
+fn classify_auth(error: &AuthError) -> (StatusCode, &'static str) {
+    let code = match error {
+        AuthError::MissingToken => "auth:error:missing-token",
+        AuthError::MalformedHeader => "auth:error:malformed-header",
+        AuthError::MalformedToken(_) => "auth:error:malformed-token",
+        AuthError::UnsupportedAlgorithm { .. } => "auth:error:unsupported-algorithm",
+        AuthError::InvalidSignature => "auth:error:invalid-signature",
+        AuthError::Expired => "auth:error:expired",
+        AuthError::NotYetValid => "auth:error:not-yet-valid",
+        AuthError::IssuedInFuture { .. } => "auth:error:issued-in-future",
+        AuthError::WrongApplication { .. } => "auth:error:wrong-application",
+        AuthError::InvalidClaims(_) => "auth:error:invalid-claims",
+        // The node's own keys and clock, not the request.
+        AuthError::WeakSecret { .. }
+        | AuthError::InvalidKey(_)
+        | AuthError::NoKey
+        | AuthError::InvalidGrant(_)
+        | AuthError::Signing(_)
+        | AuthError::Clock => return (StatusCode::INTERNAL_SERVER_ERROR, "system:error:internal"),
+    };
+    (StatusCode::UNAUTHORIZED, code)
+}
+
+fn access_code(error: &AccessError) -> &'static str {
+    match error {
+        AccessError::PathNotGranted { .. } => "auth:error:path-not-granted",
+        AccessError::AdminOnly { .. } => "auth:error:admin-only",
+        AccessError::UnknownUser { .. } => "auth:error:unknown-user",
+        AccessError::NotAMember { .. } => "auth:error:not-a-member",
+        AccessError::NotJoined { .. } => "auth:error:not-joined",
+        AccessError::OtherUser { .. } => "auth:error:other-user",
+        AccessError::ModeratorRequired { .. } => "auth:error:moderator-required",
     }
 }
 

@@ -2,13 +2,14 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use signaling::auth::{TokenIssuer, TokenVerifier};
 
 /// Prefix of the environment variables that override settings: `SWITCHBOARD_<SECTION>_<KEY>`.
 pub const ENV_PREFIX: &str = "SWITCHBOARD_";
@@ -98,6 +99,11 @@ impl MediaSettings {
     }
 }
 
+/// Settings of token verification, and of signing in `switchboard token`.
+///
+/// HS256 is accepted with `secret`, RS256 with the public key (`public_key` or
+/// `public_key_pem`), and both when both are set. The development secret applies only while
+/// no public key is set, so a node configured with just a public key accepts no HS256 token.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
@@ -105,6 +111,12 @@ pub struct AuthSettings {
     pub secret: Secret,
     /// Application id that every token's `application_id` claim must match.
     pub application_id: String,
+    /// Path of the application's RSA public key (PEM) that RS256 tokens are checked with.
+    pub public_key: Option<PathBuf>,
+    /// The same public key as PEM text, for deployments that pass keys in variables.
+    pub public_key_pem: Option<String>,
+    /// Path of the RSA private key (PEM) that `switchboard token` signs RS256 tokens with.
+    pub private_key: Option<PathBuf>,
 }
 
 impl Default for AuthSettings {
@@ -112,13 +124,79 @@ impl Default for AuthSettings {
         AuthSettings {
             secret: Secret(DEVELOPMENT_SECRET.to_owned()),
             application_id: DEVELOPMENT_APPLICATION_ID.to_owned(),
+            public_key: None,
+            public_key_pem: None,
+            private_key: None,
         }
     }
 }
 
 impl AuthSettings {
     pub fn uses_development_secret(&self) -> bool {
-        self.secret.expose() == DEVELOPMENT_SECRET
+        self.hs256_secret() == Some(DEVELOPMENT_SECRET)
+    }
+
+    /// Returns the HS256 secret in force: `None` when only a public key is configured.
+    pub fn hs256_secret(&self) -> Option<&str> {
+        let secret = self.secret.expose();
+        let has_public_key = self.public_key.is_some() || self.public_key_pem.is_some();
+        if has_public_key && secret == DEVELOPMENT_SECRET {
+            return None;
+        }
+        Some(secret)
+    }
+
+    /// Reads the configured RSA public key, from `public_key_pem` or the `public_key` file.
+    pub fn public_key(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        match (&self.public_key, &self.public_key_pem) {
+            (None, None) => Ok(None),
+            (None, Some(pem)) => Ok(Some(pem.clone().into_bytes())),
+            (Some(path), None) => std::fs::read(path)
+                .map(Some)
+                .with_context(|| format!("failed to read auth.public_key {}", path.display())),
+            (Some(_), Some(_)) => bail!(
+                "auth.public_key and auth.public_key_pem are both set: keep the one that contains \
+                 the application's public key"
+            ),
+        }
+    }
+
+    /// Builds the verifier of the node's tokens.
+    pub fn verifier(&self) -> anyhow::Result<TokenVerifier> {
+        let public_key = self.public_key()?;
+        TokenVerifier::new(
+            &self.application_id,
+            self.hs256_secret().map(str::as_bytes),
+            public_key.as_deref(),
+        )
+        .context("invalid auth settings")
+    }
+
+    /// Builds the issuer `switchboard token` signs with: RS256 with `private_key` (or
+    /// `auth.private_key`), else HS256 with the secret in force.
+    pub fn issuer(&self, private_key: Option<&Path>) -> anyhow::Result<TokenIssuer> {
+        self.issuer_if_any(private_key)?.context(
+            "no key to sign tokens with: set auth.secret or auth.private_key, or pass \
+             --private-key",
+        )
+    }
+
+    /// Builds the issuer like [`AuthSettings::issuer`], or returns `None` when no signing key
+    /// is configured, as on a node that only checks RS256 tokens.
+    pub fn issuer_if_any(&self, private_key: Option<&Path>) -> anyhow::Result<Option<TokenIssuer>> {
+        if let Some(path) = private_key.or(self.private_key.as_deref()) {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("failed to read the private key {}", path.display()))?;
+            let issuer = TokenIssuer::rs256(&self.application_id, &pem)
+                .with_context(|| format!("invalid private key {}", path.display()))?;
+            return Ok(Some(issuer));
+        }
+        let Some(secret) = self.hs256_secret() else {
+            return Ok(None);
+        };
+        let issuer = TokenIssuer::hs256(&self.application_id, secret.as_bytes())
+            .context("invalid auth settings")?;
+        Ok(Some(issuer))
     }
 }
 
@@ -256,13 +334,31 @@ pub const SETTINGS: &[SettingDoc] = &[
     },
     SettingDoc {
         key: "auth.secret",
-        description: "HS256 token signing secret, at least 32 bytes \
-                      [default: a public development secret]",
+        description: "HS256 token signing secret, at least 32 bytes [default: a public \
+                      development secret, used only while no public key is set]",
         is_text: true,
     },
     SettingDoc {
         key: "auth.application_id",
         description: "application id that tokens must carry [default: switchboard-development]",
+        is_text: true,
+    },
+    SettingDoc {
+        key: "auth.public_key",
+        description: "path of the application's RSA public key (PEM); RS256 tokens are checked \
+                      with it, and the development secret is then off [default: none]",
+        is_text: true,
+    },
+    SettingDoc {
+        key: "auth.public_key_pem",
+        description: "the same public key as PEM text, instead of auth.public_key \
+                      [default: none]",
+        is_text: true,
+    },
+    SettingDoc {
+        key: "auth.private_key",
+        description: "path of the RSA private key (PEM) `switchboard token` signs RS256 tokens \
+                      with [default: none, so tokens are HS256]",
         is_text: true,
     },
     SettingDoc {
@@ -391,6 +487,9 @@ mod tests {
             ("media.ice_failed_timeout_ms", "2000"),
             ("auth.secret", "0123456789abcdef0123456789abcdef"),
             ("auth.application_id", "0042"),
+            ("auth.public_key", "keys/application.pub.pem"),
+            ("auth.public_key_pem", "-----BEGIN PUBLIC KEY-----"),
+            ("auth.private_key", "keys/application.pem"),
             ("log.format", "json"),
             ("log.filter", "debug"),
             ("shutdown.drain_delay_ms", "300"),
@@ -428,6 +527,18 @@ mod tests {
                 "0123456789abcdef0123456789abcdef"
             );
             assert_eq!(config.auth.application_id, "0042");
+            assert_eq!(
+                config.auth.public_key.as_deref(),
+                Some(Path::new("keys/application.pub.pem"))
+            );
+            assert_eq!(
+                config.auth.public_key_pem.as_deref(),
+                Some("-----BEGIN PUBLIC KEY-----")
+            );
+            assert_eq!(
+                config.auth.private_key.as_deref(),
+                Some(Path::new("keys/application.pem"))
+            );
             assert_eq!(config.log.format, LogFormat::Json);
             assert_eq!(config.log.filter, "debug");
             assert_eq!(config.shutdown.drain_delay_ms, 300);
@@ -498,6 +609,93 @@ mod tests {
         assert!(config.validate().is_err());
         config.media.announced_address = Some(address("192.0.2.1:7882"));
         assert!(config.validate().is_ok());
+    }
+
+    const PUBLIC_KEY: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../signaling/tests/fixtures/test-only-rsa-public.pem"
+    );
+    const PRIVATE_KEY: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../signaling/tests/fixtures/test-only-rsa-private.pem"
+    );
+
+    #[test]
+    fn public_key_turns_development_secret_off() {
+        let mut auth = AuthSettings {
+            public_key: Some(PathBuf::from(PUBLIC_KEY)),
+            ..AuthSettings::default()
+        };
+        assert_eq!(auth.hs256_secret(), None);
+        assert!(!auth.uses_development_secret());
+        let verifier = auth.verifier().expect("verifier");
+        assert_eq!(verifier.algorithms(), [jsonwebtoken::Algorithm::RS256]);
+        assert!(
+            auth.issuer_if_any(None)
+                .expect("no key is no error")
+                .is_none(),
+            "a node that only checks RS256 tokens has nothing to sign with"
+        );
+        assert!(auth.issuer(None).is_err());
+
+        auth.secret = Secret::new("an-explicit-secret-of-32-bytes-or-more");
+        let verifier = auth.verifier().expect("verifier");
+        assert_eq!(
+            verifier.algorithms(),
+            [
+                jsonwebtoken::Algorithm::HS256,
+                jsonwebtoken::Algorithm::RS256
+            ]
+        );
+    }
+
+    #[test]
+    fn inline_public_key_is_read() {
+        let pem = std::fs::read_to_string(PUBLIC_KEY).expect("fixture");
+        let auth = AuthSettings {
+            public_key_pem: Some(pem),
+            ..AuthSettings::default()
+        };
+        let verifier = auth.verifier().expect("verifier");
+        assert_eq!(verifier.algorithms(), [jsonwebtoken::Algorithm::RS256]);
+    }
+
+    #[test]
+    fn two_public_keys_are_rejected() {
+        let auth = AuthSettings {
+            public_key: Some(PathBuf::from(PUBLIC_KEY)),
+            public_key_pem: Some("-----BEGIN PUBLIC KEY-----".to_owned()),
+            ..AuthSettings::default()
+        };
+        let error = auth.verifier().expect_err("two keys");
+        assert!(error.to_string().contains("both set"), "{error}");
+    }
+
+    #[test]
+    fn missing_public_key_file_is_named() {
+        let auth = AuthSettings {
+            public_key: Some(PathBuf::from("no-such-key.pem")),
+            ..AuthSettings::default()
+        };
+        let error = auth.verifier().expect_err("no file");
+        assert!(error.to_string().contains("no-such-key.pem"), "{error}");
+    }
+
+    #[test]
+    fn private_key_selects_rs256() {
+        let auth = AuthSettings {
+            private_key: Some(PathBuf::from(PRIVATE_KEY)),
+            ..AuthSettings::default()
+        };
+        let issuer = auth.issuer(None).expect("issuer");
+        assert_eq!(issuer.algorithm(), jsonwebtoken::Algorithm::RS256);
+
+        let hs256 = AuthSettings::default().issuer(None).expect("issuer");
+        assert_eq!(hs256.algorithm(), jsonwebtoken::Algorithm::HS256);
+        let given = AuthSettings::default()
+            .issuer(Some(Path::new(PRIVATE_KEY)))
+            .expect("issuer");
+        assert_eq!(given.algorithm(), jsonwebtoken::Algorithm::RS256);
     }
 
     #[test]

@@ -18,19 +18,15 @@ mod telemetry;
 use std::time::Duration;
 
 use anyhow::Context;
-use signaling::auth::TokenIssuer;
 
 pub use config::Config;
 pub use node::{Node, run};
 pub use telemetry::init_tracing;
 
-/// Mints a token for the configured secret and application: an admin token without `user`,
-/// else one acting as the user of that name.
+/// Mints a token with the configured key (the private key if one is set, else the secret) for
+/// the configured application: an admin token without `user`, else one acting as the user of
+/// that name.
 pub fn mint_token(config: &Config, user: Option<&str>, ttl: Duration) -> anyhow::Result<String> {
-    let issuer = TokenIssuer::hs256(
-        &config.auth.application_id,
-        config.auth.secret.expose().as_bytes(),
-    )
-    .context("invalid auth settings")?;
+    let issuer = config.auth.issuer(None)?;
     issuer.mint(user, ttl).context("failed to mint a token")
 }

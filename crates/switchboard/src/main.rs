@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use signaling::auth::TokenGrant;
 use switchboard::config::{CONFIG_FILE_ENV, ENV_PREFIX, SETTINGS};
 use switchboard::{Config, Node};
 
@@ -30,22 +31,34 @@ struct Cli {
 enum Command {
     /// Runs a node until SIGINT or SIGTERM (the default command).
     Serve,
-    /// Prints a token signed with the configured secret for the configured application.
+    /// Prints a token for the configured application, signed RS256 with a private key when
+    /// one is given or configured, else HS256 with the configured secret.
     Token(TokenArgs),
 }
 
 #[derive(Args)]
 #[command(group(ArgGroup::new("principal").required(true).args(["admin", "user"])))]
 struct TokenArgs {
-    /// Mint an admin token, which may do everything.
+    /// Mint an admin token (no `sub` claim), which may do everything its paths allow.
     #[arg(long)]
     admin: bool,
-    /// Mint a token that acts as the user of this name.
+    /// Mint a token that acts as the user of this name (the `sub` claim).
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
-    /// Lifetime of the token, in seconds.
+    /// Let the user mute other members (sets the `moderator` claim to true).
+    #[arg(long, requires = "user")]
+    moderator: bool,
+    /// Lifetime of the token, in seconds: `exp` is `iat` plus this.
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
     ttl: u64,
+    /// Grant this `acl.paths` pattern (`*` is one path segment, `**` any number). Repeat it
+    /// for several; given once or more, it replaces the default patterns /*/users/**,
+    /// /*/conversations/**, /*/sessions/** and /*/legs/**.
+    #[arg(long = "acl-path", value_name = "PATTERN")]
+    acl_paths: Vec<String>,
+    /// Sign RS256 with this RSA private key (PEM) instead of auth.private_key or the secret.
+    #[arg(long, value_name = "FILE")]
+    private_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -70,16 +83,42 @@ fn run_command() -> anyhow::Result<()> {
             runtime.block_on(serve(config, cli.config.as_deref()))
         }
         Command::Token(args) => {
-            let user = if args.admin {
-                None
-            } else {
-                args.user.as_deref()
-            };
-            let token = switchboard::mint_token(&config, user, Duration::from_secs(args.ttl))?;
+            let token = mint(&config, args)?;
             println!("{token}");
             Ok(())
         }
     }
+}
+
+/// Mints the token `args` describe, and warns when the node's settings would reject it.
+fn mint(config: &Config, args: TokenArgs) -> anyhow::Result<String> {
+    let issuer = config.auth.issuer(args.private_key.as_deref())?;
+    let ttl = Duration::from_secs(args.ttl);
+    // Clap lets exactly one of --admin and --user through.
+    let mut grant = match args.user {
+        Some(user) => TokenGrant::user(user, ttl),
+        None => TokenGrant::admin(ttl),
+    };
+    grant.moderator = args.moderator;
+    if !args.acl_paths.is_empty() {
+        grant.acl_paths = Some(args.acl_paths);
+    }
+    let token = issuer
+        .mint_grant(&grant)
+        .context("failed to mint a token")?;
+
+    // A private key that does not match the configured public key makes tokens the node
+    // rejects, which is easier to see here than in a client's 401.
+    let check = config
+        .auth
+        .verifier()
+        .and_then(|verifier| Ok(verifier.verify(&token)?));
+    if let Err(error) = check {
+        eprintln!(
+            "switchboard: warning: a node with these settings would reject this token: {error:#}"
+        );
+    }
+    Ok(token)
 }
 
 async fn serve(config: Config, config_file: Option<&Path>) -> anyhow::Result<()> {

@@ -9,7 +9,7 @@ use anyhow::Context;
 use media::MediaHandle;
 use metrics::Metrics;
 use room::Registry;
-use signaling::auth::{TokenIssuer, TokenVerifier};
+use signaling::auth::TokenIssuer;
 use signaling::{AppState, SignalingConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -30,7 +30,8 @@ pub struct Node {
     media: MediaHandle,
     state: AppState,
     registry: Arc<Registry>,
-    issuer: TokenIssuer,
+    /// Signs the tokens of [`Node::admin_token`] and [`Node::user_token`], if a key is set.
+    issuer: Option<TokenIssuer>,
     stop_http: Option<oneshot::Sender<()>>,
     http_task: Option<JoinHandle<std::io::Result<()>>>,
     events_task: Option<JoinHandle<()>>,
@@ -42,16 +43,8 @@ impl Node {
     /// ones.
     pub async fn start(config: Config) -> anyhow::Result<Node> {
         config.validate()?;
-        let verifier = TokenVerifier::hs256(
-            &config.auth.application_id,
-            config.auth.secret.expose().as_bytes(),
-        )
-        .context("invalid auth settings")?;
-        let issuer = TokenIssuer::hs256(
-            &config.auth.application_id,
-            config.auth.secret.expose().as_bytes(),
-        )
-        .context("invalid auth settings")?;
+        let verifier = config.auth.verifier()?;
+        let issuer = config.auth.issuer_if_any(None)?;
 
         let listener = TcpListener::bind(config.http.address)
             .await
@@ -150,16 +143,22 @@ impl Node {
 
     /// Mints an admin token for this node, valid for `ttl`.
     pub fn admin_token(&self, ttl: Duration) -> anyhow::Result<String> {
-        self.issuer
+        self.issuer()?
             .mint(None, ttl)
             .context("failed to mint a token")
     }
 
     /// Mints a token acting as the user named `user`, valid for `ttl`.
     pub fn user_token(&self, user: &str, ttl: Duration) -> anyhow::Result<String> {
-        self.issuer
+        self.issuer()?
             .mint(Some(user), ttl)
             .context("failed to mint a token")
+    }
+
+    fn issuer(&self) -> anyhow::Result<&TokenIssuer> {
+        self.issuer
+            .as_ref()
+            .context("the node has no key to sign tokens with: set auth.secret or auth.private_key")
     }
 
     /// Stops the node in this order:

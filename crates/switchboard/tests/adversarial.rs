@@ -934,6 +934,7 @@ async fn bad_tokens_rejected() {
             "exp": now + 600,
             "iat": now,
             "jti": "adversarial",
+            "acl": { "paths": { "/*/users/**": {} } },
         });
         if let Some(map) = extra.as_object() {
             for (key, value) in map {
@@ -974,80 +975,76 @@ async fn bad_tokens_rejected() {
 
     // (case, Authorization value, type)
     let cases: Vec<(&str, Option<String>, &str)> = vec![
-        (
-            "no Authorization header",
-            None,
-            "system:error:invalid-token",
-        ),
+        ("no Authorization header", None, "auth:error:missing-token"),
         (
             "scheme only",
             Some("Bearer".to_owned()),
-            "system:error:invalid-token",
+            "auth:error:malformed-header",
         ),
         (
             "empty token",
             Some("Bearer ".to_owned()),
-            "system:error:invalid-token",
+            "auth:error:malformed-header",
         ),
         (
             "no Bearer prefix",
             Some(valid.clone()),
-            "system:error:invalid-token",
+            "auth:error:malformed-header",
         ),
         (
             "Basic scheme",
             Some("Basic dXNlcjpwYXNz".to_owned()),
-            "system:error:invalid-token",
+            "auth:error:malformed-header",
         ),
         (
             "wrong secret",
             Some(format!("Bearer {wrong_secret}")),
-            "system:error:invalid-token",
+            "auth:error:invalid-signature",
         ),
         (
             "alg HS512",
             Some(format!("Bearer {hs512}")),
-            "system:error:invalid-token",
+            "auth:error:unsupported-algorithm",
         ),
         (
             "alg none",
             Some(format!("Bearer {alg_none}")),
-            "system:error:invalid-token",
+            "auth:error:unsupported-algorithm",
         ),
         (
             "expired an hour ago",
             Some(format!("Bearer {expired}")),
-            "system:error:expired-token",
+            "auth:error:expired",
         ),
         (
             "other application",
             Some(format!("Bearer {other_application}")),
-            "system:error:invalid-token",
+            "auth:error:wrong-application",
         ),
         (
             "empty sub",
             Some(format!("Bearer {empty_sub}")),
-            "system:error:invalid-token",
+            "auth:error:invalid-claims",
         ),
         (
             "no exp",
             Some(format!("Bearer {no_exp}")),
-            "system:error:invalid-token",
+            "auth:error:invalid-claims",
         ),
         (
             "tampered signature",
             Some(format!("Bearer {tampered}")),
-            "system:error:invalid-token",
+            "auth:error:invalid-signature",
         ),
         (
             "three dots",
             Some("Bearer a.b.c".to_owned()),
-            "system:error:invalid-token",
+            "auth:error:malformed-token",
         ),
         (
             "60 KB token",
             Some(format!("Bearer {huge}")),
-            "system:error:invalid-token",
+            "auth:error:malformed-token",
         ),
     ];
     for (case, authorization, code) in cases {
@@ -1077,7 +1074,7 @@ async fn bad_tokens_rejected() {
     assert_problem(
         &reply,
         403,
-        "system:error:forbidden",
+        "auth:error:admin-only",
         "user token creating a user",
     );
     assert!(node.registry().user_by_name("mallory").is_err());
@@ -1309,7 +1306,7 @@ async fn unknown_ids_and_wrong_order_rejected() {
             rtc.clone(),
             Some(subscribe(&bob.id, &alice_leg)),
             403,
-            "system:error:forbidden",
+            "auth:error:other-user",
         ),
         (
             "user ends another member's leg",
@@ -1318,7 +1315,7 @@ async fn unknown_ids_and_wrong_order_rejected() {
             scene.path(&format!("/rtc/{bob_leg}")),
             None,
             403,
-            "system:error:forbidden",
+            "auth:error:other-user",
         ),
         (
             "unknown leg deleted",
@@ -1345,7 +1342,7 @@ async fn unknown_ids_and_wrong_order_rejected() {
             rtc.clone(),
             None,
             403,
-            "system:error:forbidden",
+            "auth:error:not-a-member",
         ),
         (
             "path that is not UTF-8",

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use signaling::auth::TokenVerifier;
+use signaling::auth::{Caller, TokenVerifier};
 use switchboard::config::{DEVELOPMENT_APPLICATION_ID, DEVELOPMENT_SECRET, ENV_PREFIX, SETTINGS};
 
 /// Builds a command that runs the binary without the `SWITCHBOARD_*` variables of the
@@ -59,6 +59,182 @@ fn user_token_carries_user_and_ttl() {
     let caller = development_verifier().verify(&token).expect("valid token");
     assert_eq!(caller.user_name(), Some("alice"));
     assert_eq!(caller.claims.exp - caller.claims.iat, 60);
+}
+
+const PUBLIC_KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../signaling/tests/fixtures/test-only-rsa-public.pem"
+);
+const PRIVATE_KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../signaling/tests/fixtures/test-only-rsa-private.pem"
+);
+const OTHER_PRIVATE_KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../signaling/tests/fixtures/test-only-other-rsa-private.pem"
+);
+
+fn rs256_verifier() -> TokenVerifier {
+    let pem = std::fs::read(PUBLIC_KEY).expect("test public key");
+    TokenVerifier::rs256(DEVELOPMENT_APPLICATION_ID, &pem).expect("verifier")
+}
+
+/// Returns the `acl.paths` patterns of a verified token, sorted.
+fn acl_paths(caller: &Caller) -> Vec<String> {
+    let acl = caller.claims.acl.as_ref().expect("an acl claim");
+    let mut paths: Vec<String> = acl.paths.keys().cloned().collect();
+    paths.sort();
+    paths
+}
+
+/// Runs `switchboard token` and returns its exit status, stdout and stderr.
+fn run_token(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let output = switchboard()
+        .arg("token")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run switchboard token");
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).expect("UTF-8 stdout"),
+        String::from_utf8(output.stderr).expect("UTF-8 stderr"),
+    )
+}
+
+#[test]
+fn minted_tokens_carry_default_paths() {
+    for args in [&["--admin"][..], &["--user", "alice"][..]] {
+        let caller = development_verifier()
+            .verify(&mint(args))
+            .expect("valid token");
+        assert_eq!(
+            acl_paths(&caller),
+            [
+                "/*/conversations/**",
+                "/*/legs/**",
+                "/*/sessions/**",
+                "/*/users/**"
+            ],
+            "{args:?}"
+        );
+        assert!(!caller.claims.moderator, "{args:?}");
+        assert!(!caller.claims.jti.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn moderator_token_carries_the_claim() {
+    let token = mint(&["--user", "alice", "--moderator"]);
+    let caller = development_verifier().verify(&token).expect("valid token");
+    assert_eq!(caller.user_name(), Some("alice"));
+    assert!(caller.claims.moderator);
+    assert!(caller.is_moderator());
+}
+
+#[test]
+fn moderator_needs_a_user() {
+    let (success, stdout, stderr) = run_token(&["--admin", "--moderator"], &[]);
+    assert!(!success);
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("moderator"), "{stderr}");
+}
+
+#[test]
+fn acl_paths_replace_the_defaults() {
+    let token = mint(&[
+        "--user",
+        "alice",
+        "--acl-path",
+        "/*/users/**",
+        "--acl-path",
+        "/v0.1/conversations/CON-1/**",
+    ]);
+    let caller = development_verifier().verify(&token).expect("valid token");
+    assert_eq!(
+        acl_paths(&caller),
+        ["/*/users/**", "/v0.1/conversations/CON-1/**"]
+    );
+    assert!(
+        caller
+            .check_path("/v0.1/conversations/CON-1/members")
+            .is_ok()
+    );
+    assert!(caller.check_path("/v0.1/conversations/CON-2").is_err());
+}
+
+#[test]
+fn invalid_acl_path_is_rejected() {
+    let (success, stdout, stderr) = run_token(&["--admin", "--acl-path", "users/**"], &[]);
+    assert!(!success);
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("\"users/**\""), "{stderr}");
+}
+
+#[test]
+fn private_key_option_signs_rs256() {
+    let token = mint(&["--user", "alice", "--private-key", PRIVATE_KEY]);
+    let header = jsonwebtoken::decode_header(&token).expect("header");
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    let caller = rs256_verifier().verify(&token).expect("valid token");
+    assert_eq!(caller.user_name(), Some("alice"));
+    assert!(development_verifier().verify(&token).is_err());
+}
+
+#[test]
+fn configured_private_key_signs_rs256() {
+    let env = [
+        ("SWITCHBOARD_AUTH_PRIVATE_KEY", PRIVATE_KEY),
+        ("SWITCHBOARD_AUTH_PUBLIC_KEY", PUBLIC_KEY),
+    ];
+    let (success, stdout, stderr) = run_token(&["--admin", "--ttl", "120"], &env);
+    assert!(success, "{stderr}");
+    assert!(
+        stderr.is_empty(),
+        "no warning for a matching key pair: {stderr}"
+    );
+    let caller = rs256_verifier().verify(stdout.trim()).expect("valid token");
+    assert!(caller.is_admin());
+    assert_eq!(caller.claims.exp - caller.claims.iat, 120);
+}
+
+#[test]
+fn mismatched_private_key_warns() {
+    let env = [("SWITCHBOARD_AUTH_PUBLIC_KEY", PUBLIC_KEY)];
+    let (success, stdout, stderr) =
+        run_token(&["--admin", "--private-key", OTHER_PRIVATE_KEY], &env);
+    assert!(success, "{stderr}");
+    assert!(!stdout.trim().is_empty());
+    assert!(stderr.contains("would reject this token"), "{stderr}");
+}
+
+#[test]
+fn public_key_alone_cannot_sign() {
+    let env = [("SWITCHBOARD_AUTH_PUBLIC_KEY", PUBLIC_KEY)];
+    let (success, stdout, stderr) = run_token(&["--admin"], &env);
+    assert!(!success);
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("auth.private_key"), "{stderr}");
+}
+
+#[test]
+fn token_help_names_units() {
+    let output = switchboard()
+        .args(["token", "--help"])
+        .output()
+        .expect("run token --help");
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).expect("UTF-8 help");
+    for expected in [
+        "--ttl <SECONDS>",
+        "in seconds",
+        "--acl-path <PATTERN>",
+        "--private-key <FILE>",
+        "--moderator",
+        "`moderator` claim",
+    ] {
+        assert!(help.contains(expected), "token --help lacks {expected:?}");
+    }
 }
 
 #[test]

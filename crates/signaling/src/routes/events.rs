@@ -11,7 +11,7 @@ use tracing::{debug, info};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiPath, ConversationParam, EventParam};
-use crate::access::{require_acting_as, require_reader};
+use crate::access::{require_may_post_event, require_reader};
 use crate::auth::Caller;
 use crate::convert::{media_kind, media_leg};
 use crate::error::ApiError;
@@ -61,7 +61,8 @@ pub(super) async fn create(
     let conversation_id = ConversationId::from(conversation_id);
     let kind: EventType = request.kind.parse()?;
     let from = MemberId::from(request.from);
-    require_acting_as(&state, &caller, &conversation_id, &from)?;
+    let to = request.to.map(MemberId::from);
+    require_may_post_event(&state, &caller, &conversation_id, &kind, &from, to.as_ref())?;
 
     let _media_lock = state.lock_media(&conversation_id).await;
     let posted = state.registry().post_event(
@@ -69,7 +70,7 @@ pub(super) async fn create(
         NewEvent {
             kind,
             from,
-            to: request.to.map(MemberId::from),
+            to,
             body: request.body,
         },
     )?;

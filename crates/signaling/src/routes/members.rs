@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use utoipa::ToSchema;
 
 use super::{ApiPath, ConversationParam, MemberParam};
-use crate::access::{caller_user, require_acting_as, require_reader};
+use crate::access::{require_acting_as, require_may_add_member, require_reader};
 use crate::auth::Caller;
 use crate::convert::media_leg;
 use crate::error::ApiError;
@@ -54,10 +54,8 @@ pub(super) async fn add(
     state.registry().check_conversation(&conversation_id)?;
     let user = resolve_user(&state, &request)?;
 
-    let invited_by = match caller_user(&state, &caller)? {
-        None => None,
-        Some(me) => check_user_may_add(&state, &conversation_id, &me, &user, request.action)?,
-    };
+    let invited_by =
+        require_may_add_member(&state, &caller, &conversation_id, &user, request.action)?;
     let member =
         state
             .registry()
@@ -91,34 +89,6 @@ fn resolve_user(state: &AppState, request: &AddMember) -> Result<User, ApiError>
                 ));
             }
             Ok(user)
-        }
-    }
-}
-
-/// Applies the user-token rules of adding a member and returns the inviter's name.
-fn check_user_may_add(
-    state: &AppState,
-    conversation_id: &ConversationId,
-    me: &User,
-    user: &User,
-    action: MemberAction,
-) -> Result<Option<String>, ApiError> {
-    match action {
-        MemberAction::Join if me.id == user.id => Ok(None),
-        MemberAction::Join => Err(ApiError::Forbidden(format!(
-            "user {:?} may join only itself, not user {:?}",
-            me.name, user.name
-        ))),
-        MemberAction::Invite => {
-            let inviter = state.registry().active_member_of(conversation_id, &me.id)?;
-            if !inviter.is_some_and(|member| member.is_joined()) {
-                return Err(ApiError::Forbidden(format!(
-                    "user {:?} may invite only as a JOINED member of conversation \
-                     {conversation_id}",
-                    me.name
-                )));
-            }
-            Ok(Some(me.name.clone()))
         }
     }
 }

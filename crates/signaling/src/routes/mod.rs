@@ -9,7 +9,9 @@ mod telemetry;
 mod users;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequestParts, MatchedPath, OriginalUri, Path, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{Method, Uri, header};
 use axum::middleware::{Next, from_fn_with_state};
@@ -81,7 +83,8 @@ async fn serve_document(document: Bytes) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], document)
 }
 
-/// Verifies the bearer token and puts the [`crate::auth::Caller`] in the request extensions.
+/// Verifies the bearer token and checks the request path against its `acl.paths`, then puts
+/// the [`crate::auth::Caller`] in the request extensions.
 async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
@@ -90,6 +93,18 @@ async fn authenticate(
     let caller = state
         .verifier()
         .verify_header(request.headers().get(header::AUTHORIZATION))?;
+
+    // Inside the nested API router the URI has lost its `/v0.1` prefix, which the patterns
+    // (`/*/conversations/**`) expect, so the path is taken from the URI as it was received.
+    // A path that matches no route gets its 404 whatever the grants, as it reaches nothing.
+    let path = match request.extensions().get::<OriginalUri>() {
+        Some(OriginalUri(uri)) => uri.path(),
+        None => request.uri().path(),
+    };
+    if request.extensions().get::<MatchedPath>().is_some() {
+        caller.check_path(path)?;
+    }
+
     if state.is_draining() && request.method() == Method::POST {
         return Err(ApiError::Draining);
     }

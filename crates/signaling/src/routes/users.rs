@@ -9,7 +9,7 @@ use tracing::info;
 use utoipa::ToSchema;
 
 use super::ApiPath;
-use crate::access::{caller_user, require_admin};
+use crate::access::{require_admin, require_self_or_admin};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -85,14 +85,6 @@ pub(super) async fn show(
 ) -> Result<Json<UserView>, ApiError> {
     let user_id = UserId::from(user_id);
     let user = state.registry().user(&user_id)?;
-
-    if let Some(me) = caller_user(&state, &caller)?
-        && me.id != user.id
-    {
-        return Err(ApiError::Forbidden(format!(
-            "user {:?} may read only its own user",
-            me.name
-        )));
-    }
+    require_self_or_admin(&state, &caller, &user)?;
     Ok(Json(user.into()))
 }

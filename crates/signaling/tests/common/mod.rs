@@ -60,13 +60,19 @@ impl TestNode {
     }
 
     pub fn with_config(config: SignalingConfig) -> Self {
+        let verifier = TokenVerifier::hs256(APPLICATION_ID, SECRET).expect("verifier");
+        Self::with_verifier(config, verifier)
+    }
+
+    /// Starts a node that checks tokens with `verifier`; [`TestNode::issuer`] still signs
+    /// with [`SECRET`].
+    pub fn with_verifier(config: SignalingConfig, verifier: TokenVerifier) -> Self {
         let media_config = MediaConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..MediaConfig::default()
         };
         let (media, events) = MediaHandle::start(media_config).expect("start the media worker");
         let registry = Arc::new(Registry::new());
-        let verifier = TokenVerifier::hs256(APPLICATION_ID, SECRET).expect("verifier");
         let issuer = TokenIssuer::hs256(APPLICATION_ID, SECRET).expect("issuer");
         let state = AppState::new(registry.clone(), media.clone(), verifier, config);
 
