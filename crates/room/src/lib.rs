@@ -21,6 +21,12 @@ pub mod storage;
 mod user;
 
 #[cfg(test)]
+mod lifecycle_tests;
+#[cfg(test)]
+mod paging_tests;
+#[cfg(test)]
+mod rollback_tests;
+#[cfg(test)]
 mod tests;
 
 pub use conversation::{
