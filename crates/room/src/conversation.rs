@@ -124,7 +124,11 @@ impl ConversationRecord {
     }
 
     /// Rebuilds a record from storage: no legs, so no member publishes anything.
-    pub fn load(stored: StoredConversation, last_event_id: u64, members: Vec<StoredMember>) -> Self {
+    pub fn load(
+        stored: StoredConversation,
+        last_event_id: u64,
+        members: Vec<StoredMember>,
+    ) -> Self {
         let members: Vec<MemberEntry> = members
             .into_iter()
             .map(|stored| MemberEntry {
@@ -164,7 +168,11 @@ impl ConversationRecord {
             properties: self.properties,
             created: self.created,
             sequence_number: self.last_event_id,
-            members: self.members.iter().map(|entry| entry.member.clone()).collect(),
+            members: self
+                .members
+                .iter()
+                .map(|entry| entry.member.clone())
+                .collect(),
             legs: self.legs.clone(),
         }
     }

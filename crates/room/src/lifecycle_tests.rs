@@ -121,10 +121,15 @@ fn user_deletion_leaves_conversations() {
         .flat_map(|departure| departure.closed_legs.iter().map(|leg| &leg.id))
         .collect();
     assert_eq!(closed, [&alice_leg, &bob_receives]);
-    assert_eq!(registry.user(&alice.id), Err(RoomError::UserNotFound(alice.id.clone())));
+    assert_eq!(
+        registry.user(&alice.id),
+        Err(RoomError::UserNotFound(alice.id.clone()))
+    );
     assert!(registry.find_leg(&alice_leg).is_err());
 
-    let member = registry.member(&standup, &alice_in_standup).expect("member");
+    let member = registry
+        .member(&standup, &alice_in_standup)
+        .expect("member");
     assert_eq!(member.state, MemberState::Left);
     assert_eq!(member.user_name, "alice");
     assert_eq!(
@@ -135,7 +140,10 @@ fn user_deletion_leaves_conversations() {
     // The name is free again, and the old members stay with the old user.
     let new_alice = user(&registry, "alice");
     assert_ne!(new_alice.id, alice.id);
-    assert_eq!(registry.delete_user(&alice.id), Err(RoomError::UserNotFound(alice.id)));
+    assert_eq!(
+        registry.delete_user(&alice.id),
+        Err(RoomError::UserNotFound(alice.id))
+    );
 }
 
 #[test]
@@ -210,7 +218,10 @@ fn conversation_deletion_leaves_tombstone() {
             .map(|added| added.member.id),
         Err(gone.clone())
     );
-    assert_eq!(registry.events(&standup, &EventQuery::default()), Err(gone.clone()));
+    assert_eq!(
+        registry.events(&standup, &EventQuery::default()),
+        Err(gone.clone())
+    );
     assert_eq!(registry.delete_conversation(&standup), Err(gone.clone()));
     assert_eq!(registry.remove_member(&standup, &member), Err(gone));
 
@@ -413,7 +424,11 @@ fn listener_gets_events_in_order() {
     let ids: Vec<u64> = listener.types().iter().map(|(_, id, _)| *id).collect();
     assert_eq!(ids, [1, 2, 3, 4]);
     let stored: Vec<String> = event_types(&registry, &standup);
-    let received: Vec<String> = listener.types().into_iter().map(|(_, _, kind)| kind).collect();
+    let received: Vec<String> = listener
+        .types()
+        .into_iter()
+        .map(|(_, _, kind)| kind)
+        .collect();
     assert_eq!(received, stored);
 }
 
@@ -442,7 +457,7 @@ fn empty_conversations_expire_after_ttl() {
         .into_iter()
         .map(|outcome| outcome.expect("expired").conversation.id)
         .collect();
-    assert_eq!(expired, [empty.clone()]);
+    assert_eq!(expired, std::slice::from_ref(&empty));
     assert_eq!(
         registry.conversation(&empty),
         Err(RoomError::ConversationDeleted(empty))

@@ -175,9 +175,13 @@ pub(crate) fn select_page<K: Clone>(
     let ascending = request.order == Order::Asc;
     let (range, towards_start): ((Bound<u64>, Bound<u64>), bool) = match position {
         None => ((Bound::Unbounded, Bound::Unbounded), false),
-        Some((Direction::After, seq)) if ascending => ((Bound::Excluded(seq), Bound::Unbounded), false),
+        Some((Direction::After, seq)) if ascending => {
+            ((Bound::Excluded(seq), Bound::Unbounded), false)
+        }
         Some((Direction::After, seq)) => ((Bound::Unbounded, Bound::Excluded(seq)), false),
-        Some((Direction::Before, seq)) if ascending => ((Bound::Unbounded, Bound::Excluded(seq)), true),
+        Some((Direction::Before, seq)) if ascending => {
+            ((Bound::Unbounded, Bound::Excluded(seq)), true)
+        }
         Some((Direction::Before, seq)) => ((Bound::Excluded(seq), Bound::Unbounded), true),
     };
     let in_range = items.range(range);

@@ -35,9 +35,7 @@ fn user_ids(page: &Page<User>) -> Vec<UserId> {
 #[test]
 fn empty_list_has_no_cursors() {
     let (registry, _) = registry_with_users(0);
-    let page = registry
-        .list_users(&PageRequest::default())
-        .expect("list");
+    let page = registry.list_users(&PageRequest::default()).expect("list");
     assert!(page.items.is_empty());
     assert_eq!(page.next, None);
     assert_eq!(page.prev, None);
@@ -46,9 +44,7 @@ fn empty_list_has_no_cursors() {
 #[test]
 fn exactly_one_page() {
     let (registry, ids) = registry_with_users(DEFAULT_PAGE_SIZE);
-    let page = registry
-        .list_users(&PageRequest::default())
-        .expect("list");
+    let page = registry.list_users(&PageRequest::default()).expect("list");
     assert_eq!(user_ids(&page), ids);
     assert_eq!(page.next, None);
     assert_eq!(page.prev, None);
@@ -93,7 +89,11 @@ fn page_size_bounds() {
             "page_size {page_size} gave {result:?}"
         );
     }
-    assert!(registry.list_users(&request(MAX_PAGE_SIZE, Order::Asc, None)).is_ok());
+    assert!(
+        registry
+            .list_users(&request(MAX_PAGE_SIZE, Order::Asc, None))
+            .is_ok()
+    );
     assert!(registry.list_users(&request(1, Order::Asc, None)).is_ok());
 }
 
@@ -150,7 +150,10 @@ fn walk_forward_then_back() {
             break;
         }
     }
-    assert_eq!(pages, [ids[..3].to_vec(), ids[3..6].to_vec(), ids[6..].to_vec()]);
+    assert_eq!(
+        pages,
+        [ids[..3].to_vec(), ids[3..6].to_vec(), ids[6..].to_vec()]
+    );
 
     let last = registry
         .list_users(&request(3, Order::Asc, None))
@@ -284,7 +287,7 @@ fn event_pages_link_neighbours() {
     let second = registry.list_events(&conversation, &next).expect("second");
     assert_eq!(ids(&second), [4, 5, 6]);
     let third = registry
-        .list_events(&conversation, &second.next.clone().expect("a third page"))
+        .list_events(&conversation, &second.next.expect("a third page"))
         .expect("third");
     assert_eq!(ids(&third), [7]);
     assert_eq!(third.next, None);
@@ -301,7 +304,9 @@ fn event_pages_link_neighbours() {
         order: Order::Desc,
         ..query
     };
-    let first = registry.list_events(&conversation, &newest).expect("newest");
+    let first = registry
+        .list_events(&conversation, &newest)
+        .expect("newest");
     assert_eq!(ids(&first), [7, 6, 5]);
     assert_eq!(first.prev, None);
     let older = registry

@@ -80,7 +80,12 @@ impl Scene {
         let bob_member = join(&bob);
         let alice_leg = LegId::generate();
         registry
-            .add_publisher_leg(&conversation, &alice_member, &alice_leg, &[MediaKind::Audio])
+            .add_publisher_leg(
+                &conversation,
+                &alice_member,
+                &alice_leg,
+                &[MediaKind::Audio],
+            )
             .expect("publish");
         registry
             .add_subscriber_leg(&conversation, &bob_member, &LegId::generate(), &alice_leg)
@@ -100,7 +105,9 @@ impl Scene {
     fn observe(&self) -> (Conversation, Vec<User>, Vec<Event>, ForwardingTable) {
         let registry = &self.registry;
         (
-            registry.conversation(&self.conversation).expect("conversation"),
+            registry
+                .conversation(&self.conversation)
+                .expect("conversation"),
             registry.users(),
             registry
                 .events(&self.conversation, &EventQuery::default())
@@ -112,14 +119,20 @@ impl Scene {
     }
 
     /// Runs a command with failing storage, and checks that it failed and changed nothing.
-    fn fails_cleanly<T: std::fmt::Debug>(&self, command: impl FnOnce(&Registry) -> Result<T, RoomError>) {
+    fn fails_cleanly<T: std::fmt::Debug>(
+        &self,
+        command: impl FnOnce(&Registry) -> Result<T, RoomError>,
+    ) {
         let before = self.observe();
         self.storage.failing.store(true, Ordering::SeqCst);
         let result = command(&self.registry);
         self.storage.failing.store(false, Ordering::SeqCst);
 
         assert!(
-            matches!(result, Err(RoomError::Storage(StorageError::Unavailable(_)))),
+            matches!(
+                result,
+                Err(RoomError::Storage(StorageError::Unavailable(_)))
+            ),
             "{result:?}"
         );
         assert_eq!(self.observe(), before);
@@ -160,7 +173,9 @@ fn failed_conversation_commands_change_nothing() {
         name: Some("daily".to_owned()),
         ..ConversationUpdate::default()
     };
-    scene.fails_cleanly(|registry| registry.update_conversation(&scene.conversation, rename.clone()));
+    scene.fails_cleanly(|registry| {
+        registry.update_conversation(&scene.conversation, rename.clone())
+    });
     scene.fails_cleanly(|registry| registry.delete_conversation(&scene.conversation));
     assert!(
         scene
@@ -173,8 +188,18 @@ fn failed_conversation_commands_change_nothing() {
     );
 
     assert!(scene.registry.create_conversation(new).is_ok());
-    assert!(scene.registry.update_conversation(&scene.conversation, rename).is_ok());
-    assert!(scene.registry.delete_conversation(&scene.conversation).is_ok());
+    assert!(
+        scene
+            .registry
+            .update_conversation(&scene.conversation, rename)
+            .is_ok()
+    );
+    assert!(
+        scene
+            .registry
+            .delete_conversation(&scene.conversation)
+            .is_ok()
+    );
 }
 
 #[test]
@@ -189,7 +214,9 @@ fn failed_member_commands_change_nothing() {
         .expect("carol")
         .id;
     let conversation = scene.conversation.clone();
-    scene.fails_cleanly(|registry| registry.add_member(&conversation, &carol, MemberAction::Invite, None));
+    scene.fails_cleanly(|registry| {
+        registry.add_member(&conversation, &carol, MemberAction::Invite, None)
+    });
     scene.fails_cleanly(|registry| {
         registry.add_member(&conversation, &scene.alice, MemberAction::Join, None)
     });
@@ -209,7 +236,12 @@ fn failed_media_commands_change_nothing() {
     let conversation = scene.conversation.clone();
     let new_leg = LegId::generate();
     scene.fails_cleanly(|registry| {
-        registry.add_publisher_leg(&conversation, &scene.bob_member, &new_leg, &[MediaKind::Video])
+        registry.add_publisher_leg(
+            &conversation,
+            &scene.bob_member,
+            &new_leg,
+            &[MediaKind::Video],
+        )
     });
     scene.fails_cleanly(|registry| {
         registry.close_leg(&conversation, &scene.alice_leg, LegCloseReason::Requested)
@@ -230,7 +262,12 @@ fn failed_media_commands_change_nothing() {
     assert!(
         scene
             .registry
-            .add_publisher_leg(&conversation, &scene.bob_member, &new_leg, &[MediaKind::Video])
+            .add_publisher_leg(
+                &conversation,
+                &scene.bob_member,
+                &new_leg,
+                &[MediaKind::Video]
+            )
             .is_ok()
     );
 }

@@ -202,7 +202,9 @@ impl Storage for MemoryStorage {
                         .insert(conversation.id.clone(), conversation.clone());
                 }
                 Write::PutMember(member) => {
-                    state.members.insert(member.member.id.clone(), member.clone());
+                    state
+                        .members
+                        .insert(member.member.id.clone(), member.clone());
                 }
                 Write::AppendEvent {
                     conversation_id,

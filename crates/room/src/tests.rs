@@ -229,8 +229,18 @@ fn join_twice_returns_same_member() {
     assert_eq!(second.member.id, first.member.id);
     assert_eq!(second.member.state, MemberState::Joined);
     assert!(second.closed_legs.is_empty());
-    assert_eq!(fixture.registry.members(&fixture.conversation).expect("members").len(), 1);
-    assert_eq!(fixture.event_types(), ["conversation:created", "member:joined"]);
+    assert_eq!(
+        fixture
+            .registry
+            .members(&fixture.conversation)
+            .expect("members")
+            .len(),
+        1
+    );
+    assert_eq!(
+        fixture.event_types(),
+        ["conversation:created", "member:joined"]
+    );
 }
 
 #[test]
@@ -358,7 +368,12 @@ fn publish_appends_rtc_new_and_media() {
     let events = fixture.events();
     assert_eq!(
         fixture.event_types(),
-        ["conversation:created", "member:joined", "rtc:new", "member:media"]
+        [
+            "conversation:created",
+            "member:joined",
+            "rtc:new",
+            "member:media"
+        ]
     );
     assert_eq!(events[2].body["rtc_id"], leg.as_str());
     assert_eq!(events[2].body["direction"], "upstream");

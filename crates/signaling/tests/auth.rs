@@ -242,7 +242,7 @@ async fn user_cannot_act_for_other_member() {
     assert_eq!(leave.status, StatusCode::FORBIDDEN);
     assert_eq!(
         node.event_types(&conversation).await,
-        ["member:joined", "member:joined"]
+        ["conversation:created", "member:joined", "member:joined"]
     );
 }
 

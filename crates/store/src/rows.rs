@@ -1,6 +1,8 @@
 //! Conversions between the model's records and table rows.
 
-use room::storage::{LoadedConversation, StorageError, StoredConversation, StoredMember, StoredUser, Write};
+use room::storage::{
+    LoadedConversation, StorageError, StoredConversation, StoredMember, StoredUser, Write,
+};
 use room::{
     Channel, ConversationProperties, Event, EventType, Member, MemberMedia, MemberState,
     MemberTimestamps, TrackSettings, User,

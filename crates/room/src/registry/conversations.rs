@@ -327,5 +327,7 @@ fn is_expired(record: &ConversationRecord, now: OffsetDateTime) -> bool {
         return false;
     };
     let ttl = Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX));
-    empty_since.checked_add(ttl).is_some_and(|expiry| expiry <= now)
+    empty_since
+        .checked_add(ttl)
+        .is_some_and(|expiry| expiry <= now)
 }

@@ -259,7 +259,6 @@ impl Registry {
         slot.insert(record.id.clone());
         Ok(leg)
     }
-
 }
 
 /// Maximum number of upstream legs one member may have open: a camera, a screen share and room

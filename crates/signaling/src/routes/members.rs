@@ -44,18 +44,28 @@ pub(super) async fn add(
         None => None,
         Some(me) => check_user_may_add(&state, &conversation_id, &me, &user, request.action)?,
     };
-    let member =
+    let _media_lock = state.lock_media(&conversation_id).await;
+    let added =
         state
             .registry()
             .add_member(&conversation_id, &user.id, request.action, invited_by)?;
+    close_media_legs(&state, &added.closed_legs).await;
+    let member = added.member;
     info!(
         conversation = %conversation_id,
         member = %member.id,
         user = %member.user_id,
         state = %member.state,
+        created = added.created,
+        closed_legs = added.closed_legs.len(),
         "member added"
     );
-    Ok((StatusCode::CREATED, Json(member.into())))
+    let status = if added.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(member.into())))
 }
 
 /// Finds the user a request names by `user_id`, `user_name` or both (which must agree).
