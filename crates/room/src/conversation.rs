@@ -405,8 +405,8 @@ impl ConversationRecord {
     }
 }
 
-/// The member as storage keeps it: without the flags of what it publishes, which describe
-/// live legs.
+/// Returns the member as storage keeps it, without the flags of what it publishes, because
+/// those describe live legs.
 pub(crate) fn stored_form(member: &Member) -> Member {
     let mut member = member.clone();
     member.media.audio_settings.enabled = false;

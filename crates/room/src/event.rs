@@ -199,8 +199,8 @@ impl Default for EventQuery {
 pub trait EventListener: Send + Sync {
     /// Receives an event after the transaction that appended it committed. Events of one
     /// conversation arrive in log order, because the registry calls this while it holds that
-    /// conversation's lock: implementations must return quickly and never block (queue the
-    /// event with a `try_send` and count what does not fit).
+    /// conversation's lock. Implementations must therefore return quickly and never block: queue
+    /// the event with a `try_send` and count what does not fit.
     fn appended(&self, conversation_id: &ConversationId, event: &Event);
 }
 

@@ -18,7 +18,7 @@ pub const MAX_PAGE_SIZE: usize = 100;
 /// Version tag of the cursor format, so that a later format can reject old cursors cleanly.
 const CURSOR_VERSION: &str = "v1";
 
-/// Which page of a list to return.
+/// A request for one page of a list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PageRequest {
     /// Number of items, 1 to [`MAX_PAGE_SIZE`].
@@ -71,7 +71,7 @@ pub struct EventPage {
     pub prev: Option<EventQuery>,
 }
 
-/// Which side of a position a cursor points to, in the list's order.
+/// The side of a position that a cursor points to, in the list's order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Direction {
     After,

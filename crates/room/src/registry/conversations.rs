@@ -67,8 +67,8 @@ impl Registry {
             return Err(error.into());
         }
 
-        // Nobody can reach the conversation before it is in the map, so its first event is
-        // handed over first.
+        // The conversation is unreachable until it is in the map, so its first event reaches
+        // the listener before any other.
         self.notify(&batch);
         let conversation = record.snapshot();
         self.conversation_order()

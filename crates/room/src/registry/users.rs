@@ -1,5 +1,7 @@
 //! Commands on users.
 
+use std::sync::MutexGuard;
+
 use time::OffsetDateTime;
 
 use super::members::{Departure, leave};
@@ -134,53 +136,28 @@ impl Registry {
         // this command lock several conversations: it is the only kind that does.
         let handles = self.conversation_handles_of(id);
         let mut records: Vec<_> = handles.iter().map(|handle| lock(handle)).collect();
-        let mut changed: Vec<(usize, ConversationRecord)> = Vec::new();
-        let mut departures = Vec::new();
-        let mut batch = Vec::new();
-        let mut failure = None;
-        for (index, record) in records.iter_mut().enumerate() {
-            let Some(member_id) = record.active_member_of(id).map(|member| member.id.clone())
-            else {
-                continue;
-            };
-            if record.deleted.is_some() {
-                continue;
-            }
-            let before = record.clone();
-            let departure = leave(record, &member_id, LegCloseReason::MemberLeft);
-            record.refresh_empty_since(OffsetDateTime::now_utc());
-            batch.extend(record.take_changes(&before));
-            changed.push((index, before));
-            match departure {
-                Ok(departure) => departures.push(departure),
-                Err(error) => {
-                    failure = Some(error);
-                    break;
-                }
-            }
+        let mut changes = Changes::default();
+        let mut result = leave_everywhere(&mut records, id, &mut changes);
+        changes.batch.push(Write::DeleteUser(id.clone()));
+        if result.is_ok() {
+            result = self.storage.commit(&changes.batch).map_err(RoomError::from);
         }
-        batch.push(Write::DeleteUser(id.clone()));
 
-        if failure.is_none()
-            && let Err(error) = self.storage.commit(&batch)
-        {
-            failure = Some(error.into());
-        }
-        if let Some(error) = failure {
-            for (index, before) in changed {
+        if let Err(error) = result {
+            for (index, before) in changes.before {
                 self.restore(&mut records[index], before);
             }
             return Err(error);
         }
-        for (index, before) in &changed {
+        for (index, before) in &changes.before {
             self.update_indexes(before, &records[*index]);
         }
-        self.notify(&batch);
+        self.notify(&changes.batch);
         drop(records);
 
         users.remove(id);
         self.memberships.remove(id);
-        Ok(departures)
+        Ok(changes.departures)
     }
 
     /// Finds the conversations a user has a member in, in ascending id order.
@@ -201,4 +178,40 @@ impl Registry {
             .filter_map(|conversation_id| self.handle(conversation_id).ok())
             .collect()
     }
+}
+
+/// What a user's deletion changed in its conversations.
+#[derive(Default)]
+struct Changes {
+    batch: Vec<Write>,
+    /// Each changed record's index among the locked ones, and its copy from before.
+    before: Vec<(usize, ConversationRecord)>,
+    departures: Vec<Departure>,
+}
+
+/// Makes the user's active member of each locked conversation leave, and records the changes.
+fn leave_everywhere(
+    records: &mut [MutexGuard<'_, ConversationRecord>],
+    user_id: &UserId,
+    changes: &mut Changes,
+) -> Result<(), RoomError> {
+    for (index, record) in records.iter_mut().enumerate() {
+        if record.deleted.is_some() {
+            continue;
+        }
+        let Some(member_id) = record
+            .active_member_of(user_id)
+            .map(|member| member.id.clone())
+        else {
+            continue;
+        };
+
+        changes.before.push((index, record.clone()));
+        let departure = leave(record, &member_id, LegCloseReason::MemberLeft)?;
+        record.refresh_empty_since(OffsetDateTime::now_utc());
+        let before = &changes.before[changes.before.len() - 1].1;
+        changes.batch.extend(record.take_changes(before));
+        changes.departures.push(departure);
+    }
+    Ok(())
 }
