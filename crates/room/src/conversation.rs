@@ -1,14 +1,16 @@
-//! Conversations and the state each one keeps: members, legs and the event log.
+//! Conversations and the state each one keeps: members, legs and the newest event id.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::error::RoomError;
 use crate::event::{Event, EventType};
 use crate::id::{ConversationId, LegId, MemberId, UserId};
 use crate::leg::{Leg, LegCloseReason, MediaKind};
 use crate::member::{Member, MemberMedia};
+use crate::storage::{StoredConversation, StoredMember, Write};
 
 /// Settings of a conversation that clients set at creation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,8 +18,8 @@ pub struct ConversationProperties {
     /// Whether this is a video conversation. The JavaScript SDK takes its audio-only path
     /// unless this is true. The node itself forwards video either way.
     pub video: bool,
-    /// Seconds an empty conversation is kept before it is deleted.
-    // TODO: The node stores the TTL but does not delete empty conversations yet.
+    /// Seconds an empty conversation (one without INVITED or JOINED members) is kept before
+    /// [`crate::Registry::expire_conversations`] deletes it.
     pub ttl: Option<u64>,
 }
 
@@ -28,6 +30,18 @@ pub struct NewConversation {
     pub name: Option<String>,
     pub display_name: Option<String>,
     pub properties: ConversationProperties,
+}
+
+/// Changes to a conversation's own fields. `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConversationUpdate {
+    /// A new unique name.
+    pub name: Option<String>,
+    /// A new display name, or `Some(None)` to remove it.
+    pub display_name: Option<Option<String>>,
+    pub video: Option<bool>,
+    /// A new time to live in seconds, or `Some(None)` to keep the conversation while empty.
+    pub ttl: Option<Option<u64>>,
 }
 
 /// A copy of a conversation's state at one moment.
@@ -47,32 +61,103 @@ pub struct Conversation {
     pub legs: Vec<Leg>,
 }
 
-/// The state of one conversation, kept behind its registry entry so that every rule about it is
-/// checked and applied under one lock.
-#[derive(Debug)]
+/// A conversation's own fields, as lists show them: without members and legs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    pub id: ConversationId,
+    pub name: String,
+    pub display_name: Option<String>,
+    pub properties: ConversationProperties,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    /// Id of the newest event, 0 before the first one.
+    pub sequence_number: u64,
+}
+
+/// A member and its creation sequence number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MemberEntry {
+    pub seq: u64,
+    pub member: Member,
+}
+
+/// The state of one conversation, kept behind its own lock so that every rule about it is
+/// checked and applied, and its changes stored, under one lock.
+#[derive(Clone, Debug)]
 pub(crate) struct ConversationRecord {
+    pub seq: u64,
     pub id: ConversationId,
     pub name: String,
     pub display_name: Option<String>,
     pub properties: ConversationProperties,
     pub created: OffsetDateTime,
-    pub members: Vec<Member>,
+    pub members: Vec<MemberEntry>,
     pub legs: Vec<Leg>,
-    pub events: Vec<Event>,
+    /// Id of the newest event of the log, which lives in storage.
+    pub last_event_id: u64,
+    /// Events the command being applied appended, until they are committed.
+    pub pending: Vec<Event>,
+    /// When the conversation was deleted. A deleted record is only reachable by commands
+    /// that looked it up before the deletion, and they return an error.
+    pub deleted: Option<OffsetDateTime>,
+    /// Since when the conversation has had no INVITED or JOINED member, for its time to live.
+    pub empty_since: Option<OffsetDateTime>,
 }
 
 impl ConversationRecord {
-    pub fn new(id: ConversationId, name: String, new: NewConversation) -> Self {
+    pub fn new(seq: u64, id: ConversationId, name: String, new: NewConversation) -> Self {
+        let created = OffsetDateTime::now_utc();
         ConversationRecord {
+            seq,
             id,
             name,
             display_name: new.display_name,
             properties: new.properties,
-            created: OffsetDateTime::now_utc(),
+            created,
             members: Vec::new(),
             legs: Vec::new(),
-            events: Vec::new(),
+            last_event_id: 0,
+            pending: Vec::new(),
+            deleted: None,
+            empty_since: Some(created),
         }
+    }
+
+    /// Rebuilds a record from storage: no legs, so no member publishes anything.
+    pub fn load(
+        stored: StoredConversation,
+        last_event_id: u64,
+        members: Vec<StoredMember>,
+    ) -> Self {
+        let members: Vec<MemberEntry> = members
+            .into_iter()
+            .map(|stored| MemberEntry {
+                seq: stored.seq,
+                member: stored_form(&stored.member),
+            })
+            .collect();
+        let mut record = ConversationRecord {
+            seq: stored.seq,
+            id: stored.id,
+            name: stored.name,
+            display_name: stored.display_name,
+            properties: stored.properties,
+            created: stored.created,
+            members,
+            legs: Vec::new(),
+            last_event_id,
+            pending: Vec::new(),
+            deleted: stored.deleted,
+            empty_since: None,
+        };
+        let last_left = record
+            .members
+            .iter()
+            .filter_map(|entry| entry.member.timestamp.left)
+            .max();
+        let since = last_left.map_or(record.created, |left| left.max(record.created));
+        record.refresh_empty_since(since);
+        record
     }
 
     pub fn snapshot(&self) -> Conversation {
@@ -82,40 +167,117 @@ impl ConversationRecord {
             display_name: self.display_name.clone(),
             properties: self.properties,
             created: self.created,
-            sequence_number: self.sequence_number(),
-            members: self.members.clone(),
+            sequence_number: self.last_event_id,
+            members: self
+                .members
+                .iter()
+                .map(|entry| entry.member.clone())
+                .collect(),
             legs: self.legs.clone(),
         }
     }
 
-    pub fn sequence_number(&self) -> u64 {
-        self.events.last().map_or(0, |event| event.id)
+    pub fn summary(&self) -> ConversationSummary {
+        ConversationSummary {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            display_name: self.display_name.clone(),
+            properties: self.properties,
+            created: self.created,
+            sequence_number: self.last_event_id,
+        }
     }
 
-    /// Appends an event with the next id of this conversation.
-    // NOTE: The log is kept in memory for the conversation's lifetime, without a cap.
+    pub fn stored(&self) -> StoredConversation {
+        StoredConversation {
+            seq: self.seq,
+            id: self.id.clone(),
+            name: self.name.clone(),
+            display_name: self.display_name.clone(),
+            properties: self.properties,
+            created: self.created,
+            deleted: self.deleted,
+        }
+    }
+
+    /// Body of the `conversation:*` events: the conversation's own fields.
+    pub fn body(&self) -> Value {
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "display_name": self.display_name,
+            "properties": self.properties,
+            "timestamp": { "created": self.created.format(&Rfc3339).ok() },
+        })
+    }
+
+    /// Lists the records to store for the changes made since `before`, a copy of this record
+    /// taken before the command, and takes the pending events.
+    pub fn take_changes(&mut self, before: &ConversationRecord) -> Vec<Write> {
+        let mut writes = Vec::new();
+        if self.stored() != before.stored() {
+            writes.push(Write::PutConversation(self.stored()));
+        }
+
+        // Members are only ever appended, so an index names the same member before and after.
+        for (index, entry) in self.members.iter().enumerate() {
+            let changed = before
+                .members
+                .get(index)
+                .is_none_or(|old| stored_form(&old.member) != stored_form(&entry.member));
+            if changed {
+                writes.push(Write::PutMember(StoredMember {
+                    seq: entry.seq,
+                    member: stored_form(&entry.member),
+                }));
+            }
+        }
+
+        for event in self.pending.drain(..) {
+            writes.push(Write::AppendEvent {
+                conversation_id: self.id.clone(),
+                event,
+            });
+        }
+        writes
+    }
+
+    /// Sets or clears the time since which the conversation has had no active member.
+    pub fn refresh_empty_since(&mut self, now: OffsetDateTime) {
+        let empty = !self.members.iter().any(|entry| entry.member.is_active());
+        if !empty {
+            self.empty_since = None;
+        } else if self.empty_since.is_none() {
+            self.empty_since = Some(now);
+        }
+    }
+
+    /// Appends an event with the next id of this conversation. It is stored when the command
+    /// commits.
     pub fn append(
         &mut self,
         kind: EventType,
-        from: &MemberId,
+        from: Option<&MemberId>,
         to: Option<&MemberId>,
         body: Value,
     ) -> Event {
+        self.last_event_id += 1;
         let event = Event {
-            id: self.sequence_number() + 1,
+            id: self.last_event_id,
             kind,
-            from: from.clone(),
+            from: from.cloned(),
             to: to.cloned(),
             body,
             timestamp: OffsetDateTime::now_utc(),
         };
-        self.events.push(event.clone());
+        self.pending.push(event.clone());
         event
     }
 
     pub fn member(&self, id: &MemberId) -> Result<&Member, RoomError> {
         self.members
             .iter()
+            .map(|entry| &entry.member)
             .find(|member| member.id == *id)
             .ok_or_else(|| RoomError::MemberNotFound(id.clone()))
     }
@@ -123,6 +285,7 @@ impl ConversationRecord {
     pub fn member_mut(&mut self, id: &MemberId) -> Result<&mut Member, RoomError> {
         self.members
             .iter_mut()
+            .map(|entry| &mut entry.member)
             .find(|member| member.id == *id)
             .ok_or_else(|| RoomError::MemberNotFound(id.clone()))
     }
@@ -142,6 +305,7 @@ impl ConversationRecord {
     pub fn active_member_of(&self, user: &UserId) -> Option<&Member> {
         self.members
             .iter()
+            .map(|entry| &entry.member)
             .find(|member| member.user_id == *user && member.is_active())
     }
 
@@ -193,7 +357,7 @@ impl ConversationRecord {
         if let Some(publisher) = leg.publisher() {
             body["subscribe"] = json!({ "rtc_id": publisher });
         }
-        self.append(EventType::RtcTerminate, &leg.member_id, None, body);
+        self.append(EventType::RtcTerminate, Some(&leg.member_id), None, body);
     }
 
     /// Recomputes which kinds the member publishes from its upstream legs and appends
@@ -217,7 +381,7 @@ impl ConversationRecord {
 
         if before != after {
             let body = json!({ "media": after, "channel": member.channel });
-            self.append(EventType::MemberMedia, member_id, None, body);
+            self.append(EventType::MemberMedia, Some(member_id), None, body);
         }
     }
 
@@ -236,9 +400,18 @@ impl ConversationRecord {
         settings.muted = muted;
 
         let body = json!({ "media": member.media, "channel": member.channel });
-        self.append(EventType::MemberMedia, member_id, None, body);
+        self.append(EventType::MemberMedia, Some(member_id), None, body);
         Ok(())
     }
+}
+
+/// Returns the member as storage keeps it, without the flags of what it publishes, because
+/// those describe live legs.
+pub(crate) fn stored_form(member: &Member) -> Member {
+    let mut member = member.clone();
+    member.media.audio_settings.enabled = false;
+    member.media.video_settings.enabled = false;
+    member
 }
 
 /// Body of `member:joined`, `member:invited` and `member:left`: the member as the JavaScript

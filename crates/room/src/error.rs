@@ -2,6 +2,7 @@
 
 use crate::id::{ConversationId, LegId, MemberId, UserId};
 use crate::member::MemberState;
+use crate::storage::StorageError;
 
 /// A rule of the model that a request broke. Every variant names the value it is about.
 ///
@@ -21,6 +22,10 @@ pub enum RoomError {
     /// No conversation has this id.
     #[error("conversation {0} not found")]
     ConversationNotFound(ConversationId),
+    /// The conversation was deleted. Its id stays known so that requests about it get this
+    /// error rather than a not-found.
+    #[error("conversation {0} was deleted")]
+    ConversationDeleted(ConversationId),
     /// Conversation names are unique on a node.
     #[error("a conversation named {0:?} already exists")]
     DuplicateConversationName(String),
@@ -74,6 +79,12 @@ pub enum RoomError {
     /// The event type exists but only the node creates events of that type.
     #[error("events of type {0} are created by the node and cannot be posted")]
     EventTypeNotPostable(String),
+    /// A paging cursor does not decode, or was made for another list or order.
+    #[error("invalid cursor: {0}")]
+    InvalidCursor(String),
+    /// The storage under the registry failed, and the command changed nothing.
+    #[error("the command was not applied: {0}")]
+    Storage(#[from] StorageError),
     /// A posted event's body is larger than the limit.
     #[error("the event body is {size} bytes of JSON, more than the limit of {limit}")]
     EventBodyTooLarge { size: usize, limit: usize },

@@ -8,7 +8,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::error::RoomError;
-use crate::id::MemberId;
+use crate::id::{ConversationId, MemberId};
 use crate::leg::MediaKind;
 
 /// Maximum size of the body of an event posted by a client, in bytes of compact JSON.
@@ -22,6 +22,9 @@ const CUSTOM_PREFIX: &str = "custom:";
 /// The type of an event, serialized as the string clients see (`member:joined`, `custom:x`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum EventType {
+    ConversationCreated,
+    ConversationUpdated,
+    ConversationDeleted,
     MemberJoined,
     MemberInvited,
     MemberLeft,
@@ -39,6 +42,9 @@ pub enum EventType {
 impl EventType {
     pub fn as_str(&self) -> &str {
         match self {
+            EventType::ConversationCreated => "conversation:created",
+            EventType::ConversationUpdated => "conversation:updated",
+            EventType::ConversationDeleted => "conversation:deleted",
             EventType::MemberJoined => "member:joined",
             EventType::MemberInvited => "member:invited",
             EventType::MemberLeft => "member:left",
@@ -75,6 +81,9 @@ impl FromStr for EventType {
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         let known = match value {
+            "conversation:created" => EventType::ConversationCreated,
+            "conversation:updated" => EventType::ConversationUpdated,
+            "conversation:deleted" => EventType::ConversationDeleted,
             "member:joined" => EventType::MemberJoined,
             "member:invited" => EventType::MemberInvited,
             "member:left" => EventType::MemberLeft,
@@ -130,8 +139,10 @@ pub struct Event {
     pub id: u64,
     #[serde(rename = "type")]
     pub kind: EventType,
-    /// Member the event is from: the actor, or the member a node-made event is about.
-    pub from: MemberId,
+    /// Member the event is from: the actor, or the member a node-made event is about. Events
+    /// about the conversation itself (`conversation:*`) have none.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub from: Option<MemberId>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub to: Option<MemberId>,
     pub body: Value,
@@ -183,19 +194,14 @@ impl Default for EventQuery {
     }
 }
 
-impl EventQuery {
-    pub(crate) fn select<'a>(&self, events: &'a [Event]) -> Vec<&'a Event> {
-        let start = self.start_id.unwrap_or(0);
-        let end = self.end_id.unwrap_or(u64::MAX);
-        let in_range = events
-            .iter()
-            .filter(|event| start <= event.id && event.id <= end);
-
-        match self.order {
-            Order::Asc => in_range.take(self.page_size).collect(),
-            Order::Desc => in_range.rev().take(self.page_size).collect(),
-        }
-    }
+/// Receiver of every event the registry appends, such as a webhook sender or the realtime
+/// sessions.
+pub trait EventListener: Send + Sync {
+    /// Receives an event after the transaction that appended it committed. Events of one
+    /// conversation arrive in log order, because the registry calls this while it holds that
+    /// conversation's lock. Implementations must therefore return quickly and never block: queue
+    /// the event with a `try_send` and count what does not fit.
+    fn appended(&self, conversation_id: &ConversationId, event: &Event);
 }
 
 /// Size of a body as compact JSON, the measure of [`MAX_POSTED_BODY_BYTES`].

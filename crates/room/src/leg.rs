@@ -110,6 +110,8 @@ pub enum LegCloseReason {
     Requested,
     /// The leg's member left the conversation.
     MemberLeft,
+    /// The leg's member joined again, which means the client that opened the leg is gone.
+    MemberRejoined,
     /// The publisher leg this downstream leg received from ended.
     PublisherClosed,
     /// The peer stopped answering ICE consent checks, or DTLS failed.
@@ -125,6 +127,7 @@ impl LegCloseReason {
         match self {
             LegCloseReason::Requested => "requested",
             LegCloseReason::MemberLeft => "member_left",
+            LegCloseReason::MemberRejoined => "member_rejoined",
             LegCloseReason::PublisherClosed => "publisher_closed",
             LegCloseReason::ConnectionFailed => "connection_failed",
             LegCloseReason::PeerClosed => "peer_closed",

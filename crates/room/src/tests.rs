@@ -40,6 +40,7 @@ impl Fixture {
         self.registry
             .add_member(&self.conversation, &user, MemberAction::Join, None)
             .expect("join")
+            .member
             .id
     }
 
@@ -172,7 +173,7 @@ fn conversation_without_name_is_named_by_id() {
     assert_eq!(conversation.name, conversation.id.as_str());
     assert!(conversation.properties.video);
     assert_eq!(conversation.properties.ttl, Some(60));
-    assert_eq!(conversation.sequence_number, 0);
+    assert_eq!(conversation.sequence_number, 1);
 }
 
 #[test]
@@ -190,44 +191,56 @@ fn join_appends_member_joined() {
     assert_eq!(member.user_name, "alice");
 
     let events = fixture.events();
-    assert_eq!(events.len(), 1);
+    assert_eq!(events.len(), 2);
     assert_eq!(events[0].id, 1);
-    assert_eq!(events[0].kind, EventType::MemberJoined);
-    assert_eq!(events[0].from, alice);
-    assert_eq!(events[0].body["state"], "JOINED");
-    assert_eq!(events[0].body["user"]["name"], "alice");
-    assert!(events[0].body["timestamp"]["joined"].is_string());
+    assert_eq!(events[0].kind, EventType::ConversationCreated);
+    assert_eq!(events[0].from, None);
+    assert_eq!(events[0].body["name"], "standup");
+    assert_eq!(events[1].id, 2);
+    assert_eq!(events[1].kind, EventType::MemberJoined);
+    assert_eq!(events[1].from.as_ref(), Some(&alice));
+    assert_eq!(events[1].body["state"], "JOINED");
+    assert_eq!(events[1].body["user"]["name"], "alice");
+    assert!(events[1].body["timestamp"]["joined"].is_string());
 
     let conversation = fixture
         .registry
         .conversation(&fixture.conversation)
         .expect("conversation");
-    assert_eq!(conversation.sequence_number, 1);
+    assert_eq!(conversation.sequence_number, 2);
     assert_eq!(conversation.members.len(), 1);
 }
 
 #[test]
-fn join_twice_is_rejected() {
+fn join_twice_returns_same_member() {
     let fixture = Fixture::new();
     let user = fixture.user("alice");
     let first = fixture
         .registry
         .add_member(&fixture.conversation, &user, MemberAction::Join, None)
         .expect("first join");
+    assert!(first.created);
 
-    let second =
+    let second = fixture
+        .registry
+        .add_member(&fixture.conversation, &user, MemberAction::Join, None)
+        .expect("second join");
+    assert!(!second.created);
+    assert_eq!(second.member.id, first.member.id);
+    assert_eq!(second.member.state, MemberState::Joined);
+    assert!(second.closed_legs.is_empty());
+    assert_eq!(
         fixture
             .registry
-            .add_member(&fixture.conversation, &user, MemberAction::Join, None);
-    assert_eq!(
-        second,
-        Err(RoomError::AlreadyMember {
-            user,
-            member: first.id,
-            state: MemberState::Joined,
-        })
+            .members(&fixture.conversation)
+            .expect("members")
+            .len(),
+        1
     );
-    assert_eq!(fixture.events().len(), 1);
+    assert_eq!(
+        fixture.event_types(),
+        ["conversation:created", "member:joined"]
+    );
 }
 
 #[test]
@@ -243,6 +256,8 @@ fn join_accepts_invitation() {
             Some("alice".to_owned()),
         )
         .expect("invite");
+    assert!(invited.created);
+    let invited = invited.member;
     assert_eq!(invited.state, MemberState::Invited);
     assert_eq!(invited.invited_by.as_deref(), Some("alice"));
 
@@ -256,12 +271,17 @@ fn join_accepts_invitation() {
         .registry
         .add_member(&fixture.conversation, &user, MemberAction::Join, None)
         .expect("join");
+    assert!(!joined.created);
+    let joined = joined.member;
     assert_eq!(joined.id, invited.id);
     assert_eq!(joined.state, MemberState::Joined);
     assert!(joined.timestamp.invited.is_some());
     assert!(joined.timestamp.joined.is_some());
-    assert_eq!(fixture.event_types(), ["member:invited", "member:joined"]);
-    assert_eq!(fixture.events()[0].body["invited_by"], "alice");
+    assert_eq!(
+        fixture.event_types(),
+        ["conversation:created", "member:invited", "member:joined"]
+    );
+    assert_eq!(fixture.events()[1].body["invited_by"], "alice");
 }
 
 #[test]
@@ -272,6 +292,7 @@ fn leave_is_final_and_rejoin_creates_member() {
         .registry
         .add_member(&fixture.conversation, &user, MemberAction::Join, None)
         .expect("join")
+        .member
         .id;
 
     let departure = fixture
@@ -292,11 +313,17 @@ fn leave_is_final_and_rejoin_creates_member() {
         .registry
         .add_member(&fixture.conversation, &user, MemberAction::Join, None)
         .expect("rejoin")
+        .member
         .id;
     assert_ne!(first, second);
     assert_eq!(
         fixture.event_types(),
-        ["member:joined", "member:left", "member:joined"]
+        [
+            "conversation:created",
+            "member:joined",
+            "member:left",
+            "member:joined"
+        ]
     );
 }
 
@@ -308,6 +335,7 @@ fn invited_member_cannot_publish() {
         .registry
         .add_member(&fixture.conversation, &user, MemberAction::Invite, None)
         .expect("invite")
+        .member
         .id;
 
     assert_eq!(
@@ -340,17 +368,22 @@ fn publish_appends_rtc_new_and_media() {
     let events = fixture.events();
     assert_eq!(
         fixture.event_types(),
-        ["member:joined", "rtc:new", "member:media"]
+        [
+            "conversation:created",
+            "member:joined",
+            "rtc:new",
+            "member:media"
+        ]
     );
-    assert_eq!(events[1].body["rtc_id"], leg.as_str());
-    assert_eq!(events[1].body["direction"], "upstream");
-    assert_eq!(events[1].body["tracks"], json!(["audio", "video"]));
+    assert_eq!(events[2].body["rtc_id"], leg.as_str());
+    assert_eq!(events[2].body["direction"], "upstream");
+    assert_eq!(events[2].body["tracks"], json!(["audio", "video"]));
     assert_eq!(
-        events[2].body["media"]["audio_settings"],
+        events[3].body["media"]["audio_settings"],
         json!({"enabled": true, "muted": false})
     );
     assert_eq!(
-        events[2].body["media"]["video_settings"],
+        events[3].body["media"]["video_settings"],
         json!({"enabled": true, "muted": false})
     );
 
@@ -425,6 +458,7 @@ fn subscribe_rules() {
             None,
         )
         .expect("invite carol")
+        .member
         .id;
     assert!(matches!(
         fixture
@@ -445,7 +479,7 @@ fn subscribe_appends_rtc_new_to_publisher() {
     let events = fixture.events();
     let last = events.last().expect("an event");
     assert_eq!(last.kind, EventType::RtcNew);
-    assert_eq!(last.from, bob);
+    assert_eq!(last.from.as_ref(), Some(&bob));
     assert_eq!(last.to.as_ref(), Some(&alice));
     assert_eq!(last.body["rtc_id"], bob_leg.as_str());
     assert_eq!(last.body["subscribe"]["rtc_id"], alice_leg.as_str());
@@ -506,10 +540,10 @@ fn closing_publisher_closes_downstream_legs() {
     let new: Vec<&Event> = events[before..].iter().collect();
     assert_eq!(new.len(), 3);
     assert_eq!(new[0].kind, EventType::RtcTerminate);
-    assert_eq!(new[0].from, bob);
+    assert_eq!(new[0].from.as_ref(), Some(&bob));
     assert_eq!(new[0].body["reason"], "publisher_closed");
     assert_eq!(new[1].kind, EventType::RtcTerminate);
-    assert_eq!(new[1].from, alice);
+    assert_eq!(new[1].from.as_ref(), Some(&alice));
     assert_eq!(new[1].body["reason"], "connection_failed");
     assert_eq!(new[2].kind, EventType::MemberMedia);
     assert_eq!(new[2].body["media"]["video_settings"]["enabled"], false);
@@ -682,7 +716,7 @@ fn mute_of_other_member_targets_it() {
     let bob_leg = fixture.publish(&bob, &AUDIO_VIDEO);
 
     let posted = fixture.post(&alice, Some(&bob), EventType::AudioMuteOn);
-    assert_eq!(posted.event.from, alice);
+    assert_eq!(posted.event.from.as_ref(), Some(&alice));
     assert_eq!(posted.event.to.as_ref(), Some(&bob));
     let change = posted.mute.expect("a mute change");
     assert_eq!(change.member_id, bob);
@@ -753,7 +787,7 @@ fn posted_event_rules() {
         json!({ "text": "hello" }),
     )
     .expect("custom event");
-    assert_eq!(posted.event.id, 2);
+    assert_eq!(posted.event.id, 3);
     assert_eq!(posted.event.body["text"], "hello");
     assert!(posted.mute.is_none());
 }
@@ -766,6 +800,7 @@ fn invited_member_cannot_post() {
         .registry
         .add_member(&fixture.conversation, &user, MemberAction::Invite, None)
         .expect("invite")
+        .member
         .id;
 
     let result = fixture.registry.post_event(
@@ -835,7 +870,7 @@ fn event_query_windows() {
             .collect()
     };
 
-    assert_eq!(ids(EventQuery::default()), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(ids(EventQuery::default()), [1, 2, 3, 4, 5, 6, 7]);
     let window = EventQuery {
         start_id: Some(2),
         end_id: Some(5),

@@ -157,6 +157,7 @@ fn classify_room(error: &RoomError) -> (StatusCode, &'static str) {
         }
         RoomError::DuplicateUserName(_) => (S::CONFLICT, "user:error:duplicate-name"),
         RoomError::ConversationNotFound(_) => (S::NOT_FOUND, "conversation:error:not-found"),
+        RoomError::ConversationDeleted(_) => (S::GONE, "conversation:error:deleted"),
         RoomError::DuplicateConversationName(_) => {
             (S::CONFLICT, "conversation:error:duplicate-name")
         }
@@ -174,6 +175,8 @@ fn classify_room(error: &RoomError) -> (StatusCode, &'static str) {
         RoomError::InvalidEventType(_) => (S::BAD_REQUEST, "event:error:invalid-type"),
         RoomError::EventTypeNotPostable(_) => (S::BAD_REQUEST, "event:error:not-postable"),
         RoomError::EventBodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "event:error:body-too-large"),
+        RoomError::InvalidCursor(_) => (S::BAD_REQUEST, "request:error:invalid-cursor"),
+        RoomError::Storage(_) => (S::SERVICE_UNAVAILABLE, "system:error:storage-unavailable"),
     }
 }
 
@@ -235,6 +238,10 @@ impl IntoResponse for ApiError {
                     reason: reason.clone(),
                 }])
             }
+            ApiError::Room(RoomError::InvalidCursor(reason)) => Some(vec![InvalidParameter {
+                name: "cursor".to_owned(),
+                reason: reason.clone(),
+            }]),
             _ => None,
         };
         let body = ErrorBody {

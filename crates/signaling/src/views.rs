@@ -154,7 +154,9 @@ pub(crate) struct EventView {
     #[serde(rename = "type")]
     pub kind: String,
     /// Member the event is from: the actor, or the member a node-made event is about.
-    pub from: String,
+    /// Absent on `conversation:*` events, which no member causes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
     pub body: Value,
@@ -169,7 +171,7 @@ impl EventView {
             href: event_href(conversation_id, event.id),
             id: event.id,
             kind: event.kind.to_string(),
-            from: event.from.to_string(),
+            from: event.from.map(|from| from.to_string()),
             to: event.to.map(|to| to.to_string()),
             body: event.body,
             timestamp: event.timestamp,

@@ -173,10 +173,10 @@ async fn custom_event_is_appended() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-    assert_eq!(reply.body["id"], 2);
+    assert_eq!(reply.body["id"], 3);
     let events = node.events(&conversation).await;
-    assert_eq!(events[1]["type"], "custom:raise-hand");
-    assert_eq!(events[1]["body"], json!({ "raised": true }));
+    assert_eq!(events[2]["type"], "custom:raise-hand");
+    assert_eq!(events[2]["body"], json!({ "raised": true }));
 }
 
 #[tokio::test]
@@ -193,7 +193,10 @@ async fn oversized_custom_event_is_rejected() {
     .await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(reply.code(), "event:error:body-too-large");
-    assert_eq!(node.event_types(&conversation).await, ["member:joined"]);
+    assert_eq!(
+        node.event_types(&conversation).await,
+        ["conversation:created", "member:joined"]
+    );
 }
 
 #[tokio::test]
@@ -217,7 +220,10 @@ async fn other_event_types_are_400() {
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{kind}");
         assert_eq!(reply.code(), code, "{kind}");
     }
-    assert_eq!(node.event_types(&conversation).await, ["member:joined"]);
+    assert_eq!(
+        node.event_types(&conversation).await,
+        ["conversation:created", "member:joined"]
+    );
 }
 
 #[tokio::test]
@@ -262,7 +268,7 @@ async fn event_listing_windows() {
     let base = format!("/v0.1/conversations/{conversation}/events");
 
     let all = node.get(&base, &node.admin()).await;
-    assert_eq!(ids(&all), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(ids(&all), [1, 2, 3, 4, 5, 6, 7]);
     let window = node
         .get(&format!("{base}?start_id=2&end_id=5"), &node.admin())
         .await;
@@ -274,7 +280,7 @@ async fn event_listing_windows() {
     let newest = node
         .get(&format!("{base}?order=desc&page_size=2"), &node.admin())
         .await;
-    assert_eq!(ids(&newest), [6, 5]);
+    assert_eq!(ids(&newest), [7, 6]);
 }
 
 #[tokio::test]

@@ -60,12 +60,12 @@ async fn publish_records_leg_and_media() {
     let leg = node.publish(&conversation, &alice).await;
 
     let events = node.events(&conversation).await;
-    let rtc_new = &events[2];
+    let rtc_new = &events[3];
     assert_eq!(rtc_new["type"], "rtc:new");
     assert_eq!(rtc_new["from"], alice.as_str());
     assert_eq!(rtc_new["body"]["rtc_id"], leg.as_str());
     assert_eq!(rtc_new["body"]["tracks"], json!(["audio", "video"]));
-    let media = &events[3];
+    let media = &events[4];
     assert_eq!(media["type"], "member:media");
     assert_eq!(media["body"]["media"]["audio_settings"]["enabled"], true);
     assert_eq!(media["body"]["media"]["video_settings"]["enabled"], true);
@@ -96,7 +96,7 @@ async fn malformed_sdp_is_invalid_sdp() {
     assert_eq!(node.media_legs().await, 0);
     assert_eq!(
         node.event_types(&conversation).await,
-        ["member:joined", "member:joined"]
+        ["conversation:created", "member:joined", "member:joined"]
     );
 }
 

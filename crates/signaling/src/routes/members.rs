@@ -41,7 +41,15 @@ pub(super) struct AddMember {
     tag = "members",
     params(ConversationParam),
     request_body = AddMember,
-    responses((status = 201, description = "The member was created.", body = MemberView)),
+    responses(
+        (status = 201, description = "The member was created.", body = MemberView),
+        (
+            status = 200,
+            description = "The user already had this member: an invitation it accepted, or a \
+                           JOINED member whose old legs were closed because it joined again.",
+            body = MemberView
+        )
+    ),
     security(("bearer" = []))
 )]
 pub(super) async fn add(
@@ -56,18 +64,28 @@ pub(super) async fn add(
 
     let invited_by =
         require_may_add_member(&state, &caller, &conversation_id, &user, request.action)?;
-    let member =
+    let _media_lock = state.lock_media(&conversation_id).await;
+    let added =
         state
             .registry()
             .add_member(&conversation_id, &user.id, request.action, invited_by)?;
+    close_media_legs(&state, &added.closed_legs).await;
+    let member = added.member;
     info!(
         conversation = %conversation_id,
         member = %member.id,
         user = %member.user_id,
         state = %member.state,
+        created = added.created,
+        closed_legs = added.closed_legs.len(),
         "member added"
     );
-    Ok((StatusCode::CREATED, Json(member.into())))
+    let status = if added.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(member.into())))
 }
 
 /// Finds the user a request names by `user_id`, `user_name` or both (which must agree).
