@@ -13,6 +13,7 @@ mod error;
 mod extract;
 mod media_events;
 mod openapi;
+mod paging;
 mod routes;
 mod state;
 mod views;

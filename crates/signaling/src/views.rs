@@ -1,8 +1,9 @@
 //! JSON shapes of responses.
 
 use room::{
-    Channel, Conversation, ConversationProperties, Event, ForwardingTable, LegState, MediaKind,
-    Member, MemberMedia, MemberState, MemberTimestamps, MuteState, User,
+    Channel, Conversation, ConversationProperties, ConversationSummary, Event, ForwardingTable,
+    LegState, MediaKind, Member, MemberMedia, MemberState, MemberTimestamps, MuteState, User,
+    UserConversation,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -18,6 +19,10 @@ pub(crate) fn user_href(user_id: &str) -> String {
 
 pub(crate) fn conversation_href(conversation_id: &str) -> String {
     format!("{API_BASE}/conversations/{conversation_id}")
+}
+
+pub(crate) fn member_href(conversation_id: &str, member_id: &str) -> String {
+    format!("{}/members/{member_id}", conversation_href(conversation_id))
 }
 
 /// Body of a 201 response to a POST that created a resource.
@@ -76,11 +81,7 @@ pub(crate) struct MemberView {
 impl From<Member> for MemberView {
     fn from(member: Member) -> Self {
         MemberView {
-            href: format!(
-                "{}/members/{}",
-                conversation_href(member.conversation_id.as_str()),
-                member.id
-            ),
+            href: member_href(member.conversation_id.as_str(), member.id.as_str()),
             id: member.id.to_string(),
             conversation_id: member.conversation_id.to_string(),
             user_id: member.user_id.to_string(),
@@ -141,6 +142,66 @@ impl From<Conversation> for ConversationView {
                 .into_iter()
                 .map(MemberView::from)
                 .collect(),
+        }
+    }
+}
+
+/// A conversation in a list: its fields without members.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ConversationSummaryView {
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub properties: PropertiesView,
+    pub timestamp: CreatedTimestamp,
+    /// Id of the newest event, 0 before the first one.
+    pub sequence_number: u64,
+    pub href: String,
+}
+
+impl From<ConversationSummary> for ConversationSummaryView {
+    fn from(conversation: ConversationSummary) -> Self {
+        ConversationSummaryView {
+            href: conversation_href(conversation.id.as_str()),
+            id: conversation.id.to_string(),
+            name: conversation.name,
+            display_name: conversation.display_name,
+            properties: conversation.properties.into(),
+            timestamp: CreatedTimestamp {
+                created: conversation.created,
+            },
+            sequence_number: conversation.sequence_number,
+        }
+    }
+}
+
+/// A conversation a user belongs to, with that user's member of it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UserConversationView {
+    #[serde(flatten)]
+    pub conversation: ConversationSummaryView,
+    pub member: MemberSummaryView,
+}
+
+/// A member named from another resource.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MemberSummaryView {
+    pub id: String,
+    pub state: MemberState,
+    pub href: String,
+}
+
+impl From<UserConversation> for UserConversationView {
+    fn from(entry: UserConversation) -> Self {
+        let member = entry.member;
+        UserConversationView {
+            conversation: entry.conversation.into(),
+            member: MemberSummaryView {
+                href: member_href(member.conversation_id.as_str(), member.id.as_str()),
+                id: member.id.to_string(),
+                state: member.state,
+            },
         }
     }
 }
@@ -273,3 +334,39 @@ impl From<ForwardingTable> for LegsView {
         LegsView { publishers }
     }
 }
+
+crate::paging::page_view!(
+    /// A page of the users list.
+    UsersPage,
+    UsersEmbedded,
+    users,
+    UserView
+);
+crate::paging::page_view!(
+    /// A page of the conversations list.
+    ConversationsPage,
+    ConversationsEmbedded,
+    conversations,
+    ConversationSummaryView
+);
+crate::paging::page_view!(
+    /// A page of the conversations a user belongs to.
+    UserConversationsPage,
+    UserConversationsEmbedded,
+    conversations,
+    UserConversationView
+);
+crate::paging::page_view!(
+    /// A page of a conversation's members.
+    MembersPage,
+    MembersEmbedded,
+    members,
+    MemberView
+);
+crate::paging::page_view!(
+    /// A window of a conversation's event log.
+    EventsPage,
+    EventsEmbedded,
+    events,
+    EventView
+);

@@ -257,8 +257,7 @@ async fn event_listing_windows() {
         assert_eq!(reply.status, StatusCode::CREATED);
     }
     let ids = |reply: &common::Reply| -> Vec<u64> {
-        reply
-            .body
+        reply.body["_embedded"]["events"]
             .as_array()
             .expect("an event array")
             .iter()

@@ -26,7 +26,8 @@ async fn create_user_returns_id_and_href() {
     assert_eq!(user.body["name"], "alice");
     assert_eq!(user.body["display_name"], "Alice");
     let list = node.get("/v0.1/users", &node.admin()).await;
-    assert_eq!(list.body.as_array().map(Vec::len), Some(1));
+    let users = list.body["_embedded"]["users"].as_array().expect("users");
+    assert_eq!(users.len(), 1);
 }
 
 #[tokio::test]

@@ -4,7 +4,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use media::MediaError;
-use room::{ConversationId, EventQuery, EventType, MemberId, MuteChange, NewEvent, Order};
+use room::{
+    ConversationId, EventQuery, EventType, MAX_PAGE_SIZE, MemberId, MuteChange, NewEvent, Order,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tracing::{debug, info};
@@ -16,11 +18,11 @@ use crate::auth::Caller;
 use crate::convert::{media_kind, media_leg};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
+use crate::paging::{Link, PageLinks, check_page_size, order_str, page_href};
 use crate::state::AppState;
-use crate::views::{EventView, PostedEventView, event_href};
-
-/// Maximum `page_size` of an event listing, and the size used without one.
-pub const MAX_EVENT_PAGE_SIZE: usize = 100;
+use crate::views::{
+    EventView, EventsEmbedded, EventsPage, PostedEventView, conversation_href, event_href,
+};
 
 #[derive(Deserialize, ToSchema)]
 pub(super) struct CreateEvent {
@@ -134,13 +136,14 @@ pub(super) struct ListEvents {
     order: Option<Order>,
 }
 
-/// `GET /conversations/{conversation_id}/events`: the log, oldest first unless `order=desc`.
+/// `GET /conversations/{conversation_id}/events`: a window of the log by id range, oldest
+/// first unless `order=desc`, with links to the neighbouring windows.
 #[utoipa::path(
     get,
     path = "/conversations/{conversation_id}/events",
     tag = "events",
     params(ConversationParam, ListEvents),
-    responses((status = 200, description = "A window of the log.", body = Vec<EventView>)),
+    responses((status = 200, description = "A window of the log.", body = EventsPage)),
     security(("bearer" = []))
 )]
 pub(super) async fn list(
@@ -148,13 +151,15 @@ pub(super) async fn list(
     caller: Caller,
     ApiPath(conversation_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<ListEvents>,
-) -> Result<Json<Vec<EventView>>, ApiError> {
+) -> Result<Json<EventsPage>, ApiError> {
     let conversation_id = ConversationId::from(conversation_id);
-    let page_size = query.page_size.unwrap_or(MAX_EVENT_PAGE_SIZE);
-    if !(1..=MAX_EVENT_PAGE_SIZE).contains(&page_size) {
+    let page_size = check_page_size(query.page_size, MAX_PAGE_SIZE)?;
+    if let (Some(start), Some(end)) = (query.start_id, query.end_id)
+        && start > end
+    {
         return Err(ApiError::invalid_parameter(
-            "page_size",
-            format!("must be between 1 and {MAX_EVENT_PAGE_SIZE}"),
+            "end_id",
+            format!("must not be less than start_id ({start}), found {end}"),
         ));
     }
     require_reader(&state, &caller, &conversation_id)?;
@@ -165,12 +170,43 @@ pub(super) async fn list(
         page_size,
         order: query.order.unwrap_or_default(),
     };
-    let events = state.registry().events(&conversation_id, &window)?;
-    let views = events
+    let page = state.registry().list_events(&conversation_id, &window)?;
+    let path = format!("{}/events", conversation_href(conversation_id.as_str()));
+    let links = PageLinks {
+        this: Link {
+            href: window_href(&path, &window),
+        },
+        next: page.next.map(|next| Link {
+            href: window_href(&path, &next),
+        }),
+        prev: page.prev.map(|prev| Link {
+            href: window_href(&path, &prev),
+        }),
+    };
+    let events = page
+        .events
         .into_iter()
         .map(|event| EventView::new(conversation_id.as_str(), event))
         .collect();
-    Ok(Json(views))
+    Ok(Json(EventsPage {
+        page_size,
+        embedded: EventsEmbedded { events },
+        links,
+    }))
+}
+
+/// Builds the href of a window of the log from its query.
+fn window_href(path: &str, window: &EventQuery) -> String {
+    let mut parameters = Vec::new();
+    if let Some(start_id) = window.start_id {
+        parameters.push(("start_id", start_id.to_string()));
+    }
+    if let Some(end_id) = window.end_id {
+        parameters.push(("end_id", end_id.to_string()));
+    }
+    parameters.push(("page_size", window.page_size.to_string()));
+    parameters.push(("order", order_str(window.order).to_owned()));
+    page_href(path, &parameters)
 }
 
 /// `GET /conversations/{conversation_id}/events/{event_id}`: one event of the log.

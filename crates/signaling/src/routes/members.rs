@@ -14,9 +14,10 @@ use crate::access::{require_acting_as, require_may_add_member, require_reader};
 use crate::auth::Caller;
 use crate::convert::media_leg;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::paging::{ListQuery, cursor_links};
 use crate::state::AppState;
-use crate::views::MemberView;
+use crate::views::{MemberView, MembersEmbedded, MembersPage, conversation_href};
 
 #[derive(Deserialize, ToSchema)]
 pub(super) struct AddMember {
@@ -111,25 +112,89 @@ fn resolve_user(state: &AppState, request: &AddMember) -> Result<User, ApiError>
     }
 }
 
-/// `GET /conversations/{conversation_id}/members`.
+/// `GET /conversations/{conversation_id}/members`: paged by creation, LEFT members included.
 #[utoipa::path(
     get,
     path = "/conversations/{conversation_id}/members",
     tag = "members",
-    params(ConversationParam),
-    responses((status = 200, description = "Every member, LEFT ones included.", body = Vec<MemberView>)),
+    params(ConversationParam, ListQuery),
+    responses((status = 200, description = "A page of members.", body = MembersPage)),
     security(("bearer" = []))
 )]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(conversation_id): ApiPath<String>,
-) -> Result<Json<Vec<MemberView>>, ApiError> {
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<MembersPage>, ApiError> {
     let conversation_id = ConversationId::from(conversation_id);
+    let request = query.page_request()?;
     require_reader(&state, &caller, &conversation_id)?;
 
-    let members = state.registry().members(&conversation_id)?;
-    Ok(Json(members.into_iter().map(MemberView::from).collect()))
+    let page = state.registry().list_members(&conversation_id, &request)?;
+    let links = cursor_links(
+        &format!("{}/members", conversation_href(conversation_id.as_str())),
+        &request,
+        page.next.as_deref(),
+        page.prev.as_deref(),
+    );
+    Ok(Json(MembersPage {
+        page_size: request.page_size,
+        embedded: MembersEmbedded {
+            members: page.items.into_iter().map(MemberView::from).collect(),
+        },
+        links,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateMember {
+    /// `join`: accepts an invitation. Joining a JOINED member returns it and closes the legs
+    /// it still has, because a member that joins again is a new client.
+    #[schema(value_type = String, pattern = "^join$")]
+    action: JoinAction,
+}
+
+/// The only action a member update takes.
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum JoinAction {
+    Join,
+}
+
+/// `PUT /conversations/{conversation_id}/members/{member_id}`: `{"action": "join"}` accepts an
+/// invitation. A user token may update only its own member.
+#[utoipa::path(
+    put,
+    path = "/conversations/{conversation_id}/members/{member_id}",
+    tag = "members",
+    params(ConversationParam, MemberParam),
+    request_body = UpdateMember,
+    responses((status = 200, description = "The member, now JOINED.", body = MemberView)),
+    security(("bearer" = []))
+)]
+pub(super) async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((conversation_id, member_id)): ApiPath<(String, String)>,
+    ApiJson(request): ApiJson<UpdateMember>,
+) -> Result<Json<MemberView>, ApiError> {
+    let conversation_id = ConversationId::from(conversation_id);
+    let member_id = MemberId::from(member_id);
+    let JoinAction::Join = request.action;
+    require_acting_as(&state, &caller, &conversation_id, &member_id)?;
+
+    let _media_lock = state.lock_media(&conversation_id).await;
+    let joined = state.registry().join_member(&conversation_id, &member_id)?;
+    close_media_legs(&state, &joined.closed_legs).await;
+    info!(
+        conversation = %conversation_id,
+        member = %member_id,
+        closed_legs = joined.closed_legs.len(),
+        "member joined"
+    );
+    Ok(Json(joined.member.into()))
 }
 
 /// `GET /conversations/{conversation_id}/members/{member_id}`.

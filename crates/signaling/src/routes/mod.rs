@@ -67,11 +67,16 @@ pub fn router(state: AppState) -> Router {
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base_document())
         .routes(routes!(users::create, users::list))
-        .routes(routes!(users::show))
-        .routes(routes!(conversations::create))
-        .routes(routes!(conversations::show))
+        .routes(routes!(users::show, users::update, users::remove))
+        .routes(routes!(users::conversations))
+        .routes(routes!(conversations::create, conversations::list))
+        .routes(routes!(
+            conversations::show,
+            conversations::update,
+            conversations::remove
+        ))
         .routes(routes!(members::add, members::list))
-        .routes(routes!(members::show, members::remove))
+        .routes(routes!(members::show, members::update, members::remove))
         .routes(routes!(rtc::create, rtc::list))
         .routes(routes!(rtc::remove))
         .routes(routes!(events::create, events::list))
@@ -173,4 +178,23 @@ pub(crate) struct LegParam {
 pub(crate) struct EventParam {
     /// Id of the event in its conversation's log.
     event_id: u64,
+}
+
+/// The user in a route's path, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct UserParam {
+    /// Id of the user, `USR-<uuid>`.
+    user_id: String,
+}
+
+/// Deserializes a field that may be left out (`None`), set to `null` (`Some(None)`) or set to a
+/// value, for updates where `null` removes a value. Use with `#[serde(default)]`.
+pub(crate) fn present_or_null<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
 }

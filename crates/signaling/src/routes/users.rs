@@ -3,18 +3,23 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use room::{NewUser, UserId};
+use room::{NewUser, UserId, UserUpdate};
 use serde::Deserialize;
 use tracing::info;
 use utoipa::ToSchema;
 
-use super::ApiPath;
+use super::members::close_media_legs;
+use super::{ApiPath, UserParam, present_or_null};
 use crate::access::{require_admin, require_self_or_admin};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::paging::{ListQuery, cursor_links};
 use crate::state::AppState;
-use crate::views::{Created, UserView, user_href};
+use crate::views::{
+    API_BASE, Created, UserConversationView, UserConversationsEmbedded, UserConversationsPage,
+    UserView, UsersEmbedded, UsersPage, user_href,
+};
 
 #[derive(Deserialize, ToSchema)]
 pub(super) struct CreateUser {
@@ -52,21 +57,37 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// `GET /users`: admin only.
+/// `GET /users`: admin only, paged by creation.
 #[utoipa::path(
     get,
     path = "/users",
     tag = "users",
-    responses((status = 200, description = "Every user.", body = Vec<UserView>)),
+    params(ListQuery),
+    responses((status = 200, description = "A page of users.", body = UsersPage)),
     security(("bearer" = []))
 )]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Vec<UserView>>, ApiError> {
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<UsersPage>, ApiError> {
     require_admin(&caller)?;
-    let users = state.registry().users();
-    Ok(Json(users.into_iter().map(UserView::from).collect()))
+    let request = query.page_request()?;
+
+    let page = state.registry().list_users(&request)?;
+    let links = cursor_links(
+        &format!("{API_BASE}/users"),
+        &request,
+        page.next.as_deref(),
+        page.prev.as_deref(),
+    );
+    Ok(Json(UsersPage {
+        page_size: request.page_size,
+        embedded: UsersEmbedded {
+            users: page.items.into_iter().map(UserView::from).collect(),
+        },
+        links,
+    }))
 }
 
 /// `GET /users/{user_id}`: an admin, or the user itself.
@@ -74,7 +95,7 @@ pub(super) async fn list(
     get,
     path = "/users/{user_id}",
     tag = "users",
-    params(("user_id" = String, Path, description = "Id of the user, `USR-<uuid>`.")),
+    params(UserParam),
     responses((status = 200, description = "The user.", body = UserView)),
     security(("bearer" = []))
 )]
@@ -87,4 +108,118 @@ pub(super) async fn show(
     let user = state.registry().user(&user_id)?;
     require_self_or_admin(&state, &caller, &user)?;
     Ok(Json(user.into()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateUser {
+    /// A new unique name. Members created before the change keep the old name.
+    name: Option<String>,
+    /// A new display name, or `null` to remove it.
+    #[serde(default, deserialize_with = "present_or_null")]
+    #[schema(value_type = Option<String>)]
+    display_name: Option<Option<String>>,
+}
+
+/// `PUT /users/{user_id}`: admin only. Fields left out keep their values.
+#[utoipa::path(
+    put,
+    path = "/users/{user_id}",
+    tag = "users",
+    params(UserParam),
+    request_body = UpdateUser,
+    responses((status = 200, description = "The user as changed.", body = UserView)),
+    security(("bearer" = []))
+)]
+pub(super) async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user_id): ApiPath<String>,
+    ApiJson(request): ApiJson<UpdateUser>,
+) -> Result<Json<UserView>, ApiError> {
+    require_admin(&caller)?;
+    let user_id = UserId::from(user_id);
+
+    let user = state.registry().update_user(
+        &user_id,
+        UserUpdate {
+            name: request.name,
+            display_name: request.display_name,
+        },
+    )?;
+    info!(user = %user.id, name = %user.name, "user updated");
+    Ok(Json(user.into()))
+}
+
+/// `DELETE /users/{user_id}`: admin only. The user leaves every conversation it is a member
+/// of, its legs close, and its member records stay in those conversations as history.
+#[utoipa::path(
+    delete,
+    path = "/users/{user_id}",
+    tag = "users",
+    params(UserParam),
+    responses((status = 204, description = "The user was deleted.")),
+    security(("bearer" = []))
+)]
+pub(super) async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user_id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&caller)?;
+    let user_id = UserId::from(user_id);
+
+    let departures = state.registry().delete_user(&user_id)?;
+    for departure in &departures {
+        close_media_legs(&state, &departure.closed_legs).await;
+    }
+    info!(user = %user_id, left_conversations = departures.len(), "user deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /users/{user_id}/conversations`: an admin, or the user itself. Each conversation comes
+/// with the user's newest member of it, LEFT ones included.
+#[utoipa::path(
+    get,
+    path = "/users/{user_id}/conversations",
+    tag = "users",
+    params(UserParam, ListQuery),
+    responses((
+        status = 200,
+        description = "A page of the user's conversations.",
+        body = UserConversationsPage
+    )),
+    security(("bearer" = []))
+)]
+pub(super) async fn conversations(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<UserConversationsPage>, ApiError> {
+    let user_id = UserId::from(user_id);
+    let user = state.registry().user(&user_id)?;
+    require_self_or_admin(&state, &caller, &user)?;
+    let request = query.page_request()?;
+
+    let page = state
+        .registry()
+        .list_user_conversations(&user.id, &request)?;
+    let links = cursor_links(
+        &format!("{}/conversations", user_href(user.id.as_str())),
+        &request,
+        page.next.as_deref(),
+        page.prev.as_deref(),
+    );
+    Ok(Json(UserConversationsPage {
+        page_size: request.page_size,
+        embedded: UserConversationsEmbedded {
+            conversations: page
+                .items
+                .into_iter()
+                .map(UserConversationView::from)
+                .collect(),
+        },
+        links,
+    }))
 }

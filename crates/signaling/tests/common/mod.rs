@@ -287,7 +287,10 @@ impl TestNode {
             )
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-        reply.body.as_array().expect("an event array").clone()
+        reply.body["_embedded"]["events"]
+            .as_array()
+            .expect("an event array")
+            .clone()
     }
 
     pub async fn event_types(&self, conversation: &str) -> Vec<String> {
