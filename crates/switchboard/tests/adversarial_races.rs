@@ -268,12 +268,18 @@ fn media_threads() -> HashSet<u32> {
 }
 
 /// Starts a node and finds its media worker thread: the one thread of that name that did not
-/// exist before the start.
+/// exist before the start. A new thread takes its name only once it runs, which on a loaded
+/// machine can be after `Node::start` returns, so the search waits up to two seconds for it.
 async fn start_node(config: Config) -> (Node, Option<u32>) {
     let guard = NODE_START.lock().await;
     let before = media_threads();
     let node = Node::start(config).await.expect("start node");
-    let new: Vec<u32> = media_threads().difference(&before).copied().collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut new: Vec<u32> = media_threads().difference(&before).copied().collect();
+    while new.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        new = media_threads().difference(&before).copied().collect();
+    }
     drop(guard);
     let thread = (new.len() == 1).then(|| new[0]);
     (node, thread)
