@@ -65,7 +65,9 @@ impl Profile {
 
     /// Maps the `srtp_cipher` name that `rtc` statistics report.
     pub fn from_name(name: &str) -> Option<Profile> {
-        Profile::ALL.into_iter().find(|profile| profile.name() == name)
+        Profile::ALL
+            .into_iter()
+            .find(|profile| profile.name() == name)
     }
 
     fn protection_profile(self) -> ProtectionProfile {

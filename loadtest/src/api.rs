@@ -74,7 +74,10 @@ impl Api {
 
     async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
         let url = format!("{}/v0.1{path}", self.base);
-        let mut request = self.http.request(method.clone(), &url).bearer_auth(&self.token);
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -98,7 +101,11 @@ impl Api {
 
     pub async fn create_conversation(&self, name: &str) -> Result<String> {
         let reply = self
-            .request(Method::POST, "/conversations", Some(json!({ "name": name })))
+            .request(
+                Method::POST,
+                "/conversations",
+                Some(json!({ "name": name })),
+            )
             .await?;
         id(&reply, "conversation")
     }

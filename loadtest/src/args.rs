@@ -148,8 +148,10 @@ fn seconds<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::O
     serializer.serialize_f64(value.as_secs_f64())
 }
 
-/// Largest conversation the load test builds; a meeting of this size has 9,900 legs.
-const MAX_MEMBERS: i64 = 100;
+/// Largest conversation the load test builds.
+const MAX_MEMBERS: i64 = 1000;
+/// Largest meeting: every member has a leg per other member, so 100 members make 10,000 legs.
+const MAX_MEETING_MEMBERS: i64 = 100;
 /// Longest measurement, so a mistyped value cannot keep the load running for hours.
 const MAX_SECONDS: f64 = 600.0;
 
@@ -161,7 +163,11 @@ fn in_range(flag: &str, value: i64, low: i64, high: i64, unit: &str) -> Result<u
 }
 
 fn seconds_flag(flag: &str, value: f64, allow_zero: bool) -> Result<Duration> {
-    let low_ok = if allow_zero { value >= 0.0 } else { value > 0.0 };
+    let low_ok = if allow_zero {
+        value >= 0.0
+    } else {
+        value > 0.0
+    };
     if !value.is_finite() || !low_ok || value > MAX_SECONDS {
         let low = if allow_zero { "0" } else { "more than 0" };
         bail!("--{flag} must be {low} and at most {MAX_SECONDS} seconds, not {value}");
@@ -173,10 +179,15 @@ impl Arguments {
     /// Checks every flag and derives the plan; the error names the first invalid flag.
     pub fn plan(&self) -> Result<Plan> {
         if self.token.trim().is_empty() {
-            bail!("--token is empty: pass an admin token, e.g. --token \"$(switchboard token --admin)\"");
+            bail!(
+                "--token is empty: pass an admin token, e.g. --token \"$(switchboard token --admin)\""
+            );
         }
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            bail!("--url must start with http:// or https://, not {:?}", self.url);
+            bail!(
+                "--url must start with http:// or https://, not {:?}",
+                self.url
+            );
         }
         let members = match self.scenario {
             Scenario::Meeting | Scenario::Audio => {
@@ -186,15 +197,24 @@ impl Arguments {
                         self.scenario
                     );
                 }
-                in_range("members", self.members, 2, MAX_MEMBERS, " members")?
+                let max = if self.scenario == Scenario::Meeting {
+                    MAX_MEETING_MEMBERS
+                } else {
+                    MAX_MEMBERS
+                };
+                in_range("members", self.members, 2, max, " members")?
             }
             Scenario::Livestream => in_range("members", self.members, 2, MAX_MEMBERS, " members")?,
             Scenario::Churn => in_range("members", self.members, 1, MAX_MEMBERS, " members")?,
         };
         let publishers = match (self.scenario, self.publishers) {
-            (Scenario::Audio, Some(publishers)) => {
-                in_range("publishers", publishers, 1, members as i64, " (the member count)")?
-            }
+            (Scenario::Audio, Some(publishers)) => in_range(
+                "publishers",
+                publishers,
+                1,
+                members as i64,
+                " (the member count)",
+            )?,
             (Scenario::Audio, None) | (Scenario::Meeting, None) => members,
             (Scenario::Livestream, None) => 1,
             (Scenario::Churn, None) => 1 + members,
@@ -235,10 +255,21 @@ impl Arguments {
         let video = self.scenario != Scenario::Audio;
         let frame_rate = in_range("frame-rate", self.frame_rate, 1, 120, " frames per second")?;
         let video_bitrate = in_range("video-bitrate", self.video_bitrate, 1, 50_000, " kbit/s")?;
-        let packet_size = in_range("video-packet-size", self.video_packet_size, 100, 1200, " bytes")?;
+        let packet_size = in_range(
+            "video-packet-size",
+            self.video_packet_size,
+            100,
+            1200,
+            " bytes",
+        )?;
         let keyframe_factor = in_range("keyframe-factor", self.keyframe_factor, 1, 20, "")?;
-        let audio_packet_size =
-            in_range("audio-packet-size", self.audio_packet_size, 8, 1000, " bytes")?;
+        let audio_packet_size = in_range(
+            "audio-packet-size",
+            self.audio_packet_size,
+            8,
+            1000,
+            " bytes",
+        )?;
         let audio_rate = in_range("audio-rate", self.audio_rate, 1, 100, " packets per second")?;
         let keyframe_seconds = duration_or("keyframe-interval", self.keyframe_interval)?;
         let keyframe_interval_frames =
@@ -262,8 +293,7 @@ impl Arguments {
         } else if keyframe_interval_frames == 0 {
             f64::from(packets_per_delta_frame) * frame_rate as f64
         } else {
-            (f64::from(packets_per_delta_frame) * (frames - 1.0)
-                + f64::from(packets_per_keyframe))
+            (f64::from(packets_per_delta_frame) * (frames - 1.0) + f64::from(packets_per_keyframe))
                 / frames
                 * frame_rate as f64
         };
@@ -306,7 +336,11 @@ mod tests {
         let plan = arguments(&[]).plan().unwrap();
         assert_eq!(plan.media.packets_per_delta_frame, 5);
         assert_eq!(plan.media.packets_per_keyframe, 20);
-        assert!((plan.media.payload_kbps - 1532.0).abs() < 60.0, "{}", plan.media.payload_kbps);
+        assert!(
+            (plan.media.payload_kbps - 1532.0).abs() < 60.0,
+            "{}",
+            plan.media.payload_kbps
+        );
     }
 
     #[test]

@@ -44,7 +44,10 @@ fn main() -> ExitCode {
 /// version go out as clap formats them.
 fn usage_error(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
         error.exit();
     }
     let rendered = error.to_string();
@@ -74,7 +77,10 @@ fn run(arguments: Arguments) -> Result<()> {
         tokio::time::timeout(limit, run_plan(arguments, plan))
             .await
             .map_err(|_| {
-                anyhow::anyhow!("the run took longer than {} s and was stopped", limit.as_secs())
+                anyhow::anyhow!(
+                    "the run took longer than {} s and was stopped",
+                    limit.as_secs()
+                )
             })?
     })?;
     // Peers that did not close in time still own tasks; do not wait for them.

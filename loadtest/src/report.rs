@@ -11,7 +11,7 @@ use serde::Serialize;
 use switchboard_benches::floor::{Floor, Profile};
 
 use crate::args::Plan;
-use crate::run::{ChurnOutcome, Outcome, Sample};
+use crate::run::{ChurnOutcome, Outcome, Sample, SocketDrops};
 use crate::server::{Source, histogram_quantile};
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -38,6 +38,8 @@ pub struct Report {
     /// Retransmitted copies the subscribers received, not counted in `received_packets`.
     pub duplicate_packets: u64,
     pub loss_percent: f64,
+    /// Datagrams dropped at full socket receive buffers, by side.
+    pub socket_drops: SocketDrops,
     pub forwarded_per_second: f64,
     /// `server_counter` when the node's forwarded counter was read, else `subscribers`.
     pub forwarded_source: &'static str,
@@ -86,8 +88,7 @@ fn percentiles(sorted: &[f64]) -> Option<Percentiles> {
 impl Report {
     pub fn new(plan: Plan, outcome: Outcome, floor: Vec<Floor>, cpu_source: Source) -> Report {
         let window = outcome.window.as_secs_f64().max(1e-3);
-        let delta =
-            |after: Option<f64>, before: Option<f64>| after.zip(before).map(|(a, b)| a - b);
+        let delta = |after: Option<f64>, before: Option<f64>| after.zip(before).map(|(a, b)| a - b);
         let server_forwarded = delta(
             outcome.end.forwarded_packets,
             outcome.start.forwarded_packets,
@@ -159,6 +160,7 @@ impl Report {
             received_packets: outcome.received,
             duplicate_packets: outcome.duplicates,
             loss_percent,
+            socket_drops: outcome.drops,
             forwarded_per_second: forwarded / window,
             forwarded_source: if server_forwarded.is_some() {
                 "server_counter"
@@ -244,6 +246,15 @@ impl Report {
                 self.duplicate_packets
             ),
         );
+        let drops = |value: Option<u64>| value.map_or_else(na, |count| count.to_string());
+        row(
+            "receive buffer drops",
+            format!(
+                "node {}, load test {}",
+                drops(self.socket_drops.node),
+                drops(self.socket_drops.load_test)
+            ),
+        );
         row(
             "node CPU",
             self.server_cpu_cores.map_or_else(na, |cores| {
@@ -262,7 +273,10 @@ impl Report {
         );
         row(
             "node resident memory",
-            match (self.server_resident_mib_before, self.server_resident_mib_during) {
+            match (
+                self.server_resident_mib_before,
+                self.server_resident_mib_during,
+            ) {
                 (Some(before), Some(during)) => {
                     format!("{before:.1} MiB before, {during:.1} MiB at the end")
                 }
@@ -285,10 +299,7 @@ impl Report {
                 format!("{:.0} µs, {:.0} µs, {:.0} µs", t.p50, t.p99, t.p999)
             }),
         );
-        row(
-            "SRTP profile",
-            self.srtp_cipher.clone().unwrap_or_else(na),
-        );
+        row("SRTP profile", self.srtp_cipher.clone().unwrap_or_else(na));
         for floor in &self.floor {
             row(
                 &format!("floor {}", floor.profile.name()),
@@ -303,7 +314,8 @@ impl Report {
         }
         row(
             "node cost / floor",
-            self.ratio_to_floor.map_or_else(na, |ratio| format!("{ratio:.1}")),
+            self.ratio_to_floor
+                .map_or_else(na, |ratio| format!("{ratio:.1}")),
         );
         row(
             "load test CPU",
@@ -361,7 +373,11 @@ impl Report {
             &[
                 ("forwarded", at(|s| Some(s.forwarded_per_second)), BLUE),
                 ("received", at(|s| Some(s.received_per_second)), GREEN),
-                ("sent × subscribers", at(|s| Some(s.expected_per_second)), BLACK),
+                (
+                    "sent × subscribers",
+                    at(|s| Some(s.expected_per_second)),
+                    BLACK,
+                ),
             ],
         )?];
         charts.push(line_chart(
@@ -466,13 +482,11 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// One line of a chart: its legend, its points and its colour.
+type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+
 /// Draws one SVG line chart; a chart whose series are all empty says so instead.
-fn line_chart(
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[(&str, Vec<(f64, f64)>, RGBColor)],
-) -> Result<String> {
+fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<String> {
     let points = series.iter().flat_map(|(_, points, _)| points.iter());
     let (mut x_max, mut y_max) = (0.0f64, 0.0f64);
     let mut any = false;
@@ -508,7 +522,10 @@ fn line_chart(
             }
             let color = *color;
             chart
-                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.stroke_width(2),
+                ))
                 .map_err(plot_error)?
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));

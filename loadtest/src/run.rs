@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::api::Api;
 use crate::args::{Plan, Scenario};
-use crate::server::{ServerProbe, ServerSample, own_cpu_seconds};
+use crate::server::{ServerProbe, ServerSample, own_cpu_seconds, udp_receive_drops};
 
 /// Time allowed for one leg's offer, answer, ICE and DTLS.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -65,6 +65,35 @@ pub struct Outcome {
     pub samples: Vec<Sample>,
     pub srtp_cipher: Option<String>,
     pub churn: Option<ChurnOutcome>,
+    pub drops: SocketDrops,
+}
+
+/// Datagrams the kernel dropped at full socket receive buffers during the measurement.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct SocketDrops {
+    /// At the node's sockets (`None` without `--server-pid`).
+    pub node: Option<u64>,
+    /// At the load test's own sockets: loss the client side caused.
+    pub load_test: Option<u64>,
+}
+
+impl SocketDrops {
+    fn read(pid: Option<u32>) -> SocketDrops {
+        SocketDrops {
+            node: pid.and_then(|pid| udp_receive_drops(&pid.to_string())),
+            load_test: udp_receive_drops("self"),
+        }
+    }
+
+    fn since(self, earlier: SocketDrops) -> SocketDrops {
+        let delta = |after: Option<u64>, before: Option<u64>| {
+            after.zip(before).map(|(a, b)| a.saturating_sub(b))
+        };
+        SocketDrops {
+            node: delta(self.node, earlier.node),
+            load_test: delta(self.load_test, earlier.load_test),
+        }
+    }
 }
 
 /// The counts of a steady scenario's measurement window.
@@ -77,6 +106,7 @@ struct Measurement {
     end: ServerSample,
     client_cpu_seconds: Option<f64>,
     samples: Vec<Sample>,
+    drops: SocketDrops,
 }
 
 struct PublisherLeg {
@@ -163,7 +193,14 @@ impl Runner {
                     publish(&api, &conversation, &members[member], video).await?;
                 let joined = started.elapsed();
                 publisher.start_media(send_plan);
-                anyhow::Ok((PublisherLeg { leg, member, publisher }, joined))
+                anyhow::Ok((
+                    PublisherLeg {
+                        leg,
+                        member,
+                        publisher,
+                    },
+                    joined,
+                ))
             });
         }
         let mut publishers = Vec::new();
@@ -243,6 +280,7 @@ impl Runner {
             samples: measured.samples,
             srtp_cipher,
             churn: None,
+            drops: measured.drops,
         })
     }
 
@@ -278,6 +316,7 @@ impl Runner {
         let start = sampler.server.clone();
         let first = sampler.totals;
         let client_cpu_start = own_cpu_seconds();
+        let drops_start = SocketDrops::read(self.probe.pid);
         let started = Instant::now();
         let mut samples = Vec::new();
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -289,8 +328,7 @@ impl Runner {
                 break;
             }
             ticker.tick().await;
-            let sample = sampler
-                .next(started, self.probe.sample().await, totals());
+            let sample = sampler.next(started, self.probe.sample().await, totals());
             bar.set_position(sample.at.round() as u64);
             bar.set_message(progress_message(&sample));
             samples.push(sample);
@@ -304,6 +342,7 @@ impl Runner {
         }
         tokio::time::sleep(DRAIN).await;
         let last = totals();
+        let drops = SocketDrops::read(self.probe.pid).since(drops_start);
         bar.finish_with_message("done");
         Measurement {
             expected: sent_at_end - first.sent_per_subscriber,
@@ -314,6 +353,7 @@ impl Runner {
             end,
             client_cpu_seconds: client_cpu_end.zip(client_cpu_start).map(|(e, s)| e - s),
             samples,
+            drops,
         }
     }
 
@@ -343,6 +383,7 @@ impl Runner {
         bar.set_prefix("churning");
         let start = self.probe.sample().await;
         let client_cpu_start = own_cpu_seconds();
+        let drops_start = SocketDrops::read(self.probe.pid);
         let began = Instant::now();
         let deadline = began + plan.duration;
 
@@ -371,14 +412,14 @@ impl Runner {
         ticker.tick().await;
         while Instant::now() < deadline {
             ticker.tick().await;
-            let sample = sampler
-                .next(began, self.probe.sample().await, Totals::default());
+            let sample = sampler.next(began, self.probe.sample().await, Totals::default());
             bar.set_position(sample.at.round() as u64);
             bar.set_message(progress_message(&sample));
             samples.push(sample);
         }
         let end = self.probe.sample().await;
         let client_cpu_end = own_cpu_seconds();
+        let drops = SocketDrops::read(self.probe.pid).since(drops_start);
         let window = began.elapsed();
 
         let mut outcome = SlotOutcome::default();
@@ -408,6 +449,7 @@ impl Runner {
             samples,
             srtp_cipher,
             churn: Some(outcome.churn),
+            drops,
         })
     }
 }
@@ -449,8 +491,7 @@ impl Sampler {
                 / seconds,
             server_cpu_cores: cpu.map(|cpu| cpu / seconds),
             server_cpu_ns_per_packet: cpu.and_then(|cpu| {
-                (forwarded_per_second > 0.0)
-                    .then(|| cpu * 1e9 / (forwarded_per_second * seconds))
+                (forwarded_per_second > 0.0).then(|| cpu * 1e9 / (forwarded_per_second * seconds))
             }),
             server_resident_mib: server.resident_bytes.map(|bytes| bytes / (1024.0 * 1024.0)),
             client_cpu_cores: delta(client_cpu, self.client_cpu).map(|cpu| cpu / seconds),
@@ -490,7 +531,10 @@ async fn publish(
         Publisher::audio_only().await
     }
     .context("creating a publisher peer")?;
-    let offer = publisher.offer().await.context("creating the publisher's offer")?;
+    let offer = publisher
+        .offer()
+        .await
+        .context("creating the publisher's offer")?;
     let (leg, answer) = api
         .rtc(conversation, member, offer, None)
         .await
@@ -641,7 +685,8 @@ impl ChurnContext {
         publisher.start_media(self.send_plan.clone());
 
         let started = Instant::now();
-        let subscribed = subscribe(&self.api, &self.conversation, &member, &self.host_leg, true).await;
+        let subscribed =
+            subscribe(&self.api, &self.conversation, &member, &self.host_leg, true).await;
         let subscriber = match subscribed {
             Ok(subscriber) => subscriber,
             Err(error) => {

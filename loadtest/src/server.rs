@@ -34,7 +34,7 @@ pub enum Source {
 pub struct ServerProbe {
     http: reqwest::Client,
     metrics_url: String,
-    pid: Option<u32>,
+    pub pid: Option<u32>,
     has_metrics: bool,
     clock_ticks: f64,
 }
@@ -117,7 +117,43 @@ impl ServerProbe {
 pub fn own_cpu_seconds() -> Option<f64> {
     // SAFETY: sysconf only reads a configuration value.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    proc_cpu_seconds_at("/proc/self/stat", if ticks > 0 { ticks as f64 } else { 100.0 })
+    proc_cpu_seconds_at(
+        "/proc/self/stat",
+        if ticks > 0 { ticks as f64 } else { 100.0 },
+    )
+}
+
+/// Datagrams the kernel dropped because a UDP socket's receive buffer was full, summed over the
+/// sockets process `pid` (or `self`) has open, from the `drops` column of `/proc/net/udp`.
+pub fn udp_receive_drops(pid: &str) -> Option<u64> {
+    let mut inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
+            inodes.insert(inode.to_owned());
+        }
+    }
+    let mut drops = 0;
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // Columns: sl, local, remote, st, queues, tr, retrnsmt, uid, timeout, inode, ref,
+            // pointer, drops.
+            if fields.len() >= 13 && inodes.contains(fields[9]) {
+                drops += fields[12].parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Some(drops)
 }
 
 fn proc_cpu_seconds(pid: u32, clock_ticks: f64) -> Option<f64> {
@@ -307,6 +343,12 @@ switchboard_packets_dropped_total{reason=\"muted\"} 3
         let median = histogram_quantile(&before, &after, 0.5).unwrap();
         assert!(median > 0.001 && median <= 0.002, "{median}");
         assert_eq!(histogram_quantile(&before, &before, 0.5), None);
+    }
+
+    #[test]
+    fn udp_receive_drops_counts_own_sockets() {
+        let _socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(udp_receive_drops("self"), Some(0));
     }
 
     #[test]

@@ -247,7 +247,11 @@ impl SeenSequenceNumbers {
         let ahead = sequence_number.wrapping_sub(highest) as i16;
         if ahead > 0 {
             let shift = u32::from(ahead.unsigned_abs());
-            self.window = if shift >= 128 { 0 } else { self.window << shift };
+            self.window = if shift >= 128 {
+                0
+            } else {
+                self.window << shift
+            };
             self.window |= 1;
             self.highest = Some(sequence_number);
             return true;
@@ -939,6 +943,9 @@ mod tests {
         assert!(seen.insert(1));
         assert!(seen.insert(1_000));
         assert!(seen.insert(999));
-        assert!(seen.insert(1), "older than the window counts as a first copy");
+        assert!(
+            seen.insert(1),
+            "older than the window counts as a first copy"
+        );
     }
 }
