@@ -45,10 +45,10 @@ pub enum FloorError {
 /// give them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Profile {
-    /// What the `webrtc` 0.21.1 client and the node negotiate.
+    /// Profile the `webrtc` 0.21.1 client and the node negotiate.
     #[serde(rename = "SRTP_AEAD_AES_128_GCM")]
     AeadAes128Gcm,
-    /// What Chromium and the node negotiate.
+    /// Profile Chromium and the node negotiate.
     #[serde(rename = "SRTP_AES128_CM_HMAC_SHA1_80")]
     Aes128CmHmacSha1_80,
 }

@@ -27,7 +27,7 @@ impl Api {
         })
     }
 
-    /// Checks that the node answers `/readyz` and accepts the token, so a wrong URL or token
+    /// Checks that the node is ready on `/readyz` and accepts the token, so a wrong URL or token
     /// fails before any leg is built.
     pub async fn check(&self) -> Result<()> {
         let url = format!("{}/readyz", self.base);
@@ -172,13 +172,13 @@ fn id(reply: &Value, what: &str) -> Result<String> {
         .with_context(|| format!("the node's reply has no {what} id: {reply}"))
 }
 
-/// The `type` code of a JSON problem reply, such as `system:error:invalid-token`.
+/// Returns the `type` code of a JSON problem reply, such as `system:error:invalid-token`.
 fn problem_code(body: &str) -> Option<String> {
     let value: Value = serde_json::from_str(body).ok()?;
     value["type"].as_str().map(str::to_owned)
 }
 
-/// The innermost error, which names the actual failure (such as "Connection refused").
+/// Returns the innermost error, which names the actual failure (such as "Connection refused").
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut current = error;
     while let Some(source) = current.source() {

@@ -110,7 +110,7 @@ pub struct Plan {
     pub media: MediaPlan,
 }
 
-/// What each publisher sends.
+/// Media plan of each publisher.
 #[derive(Clone, Debug, Serialize)]
 pub struct MediaPlan {
     pub video: bool,
@@ -152,7 +152,7 @@ fn seconds<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::O
 const MAX_MEMBERS: i64 = 1000;
 /// Largest meeting: every member has a leg per other member, so 100 members make 10,000 legs.
 const MAX_MEETING_MEMBERS: i64 = 100;
-/// Longest measurement, so a mistyped value cannot keep the load running for hours.
+/// Maximum measurement, so a mistyped value cannot keep the load running for hours.
 const MAX_SECONDS: f64 = 600.0;
 
 fn in_range(flag: &str, value: i64, low: i64, high: i64, unit: &str) -> Result<usize> {

@@ -23,7 +23,7 @@ use crate::report::Report;
 use crate::run::Runner;
 use crate::server::ServerProbe;
 
-/// Longest a whole run may take beyond its measurement: joining, warm-up and closing.
+/// Maximum time a run may take beyond its measurement: joining, warm-up and closing.
 const SETUP_ALLOWANCE: Duration = Duration::from_secs(600);
 
 fn main() -> ExitCode {

@@ -188,7 +188,7 @@ impl Report {
         }
     }
 
-    /// The summary table printed at the end of a run.
+    /// Builds the summary table printed at the end of a run.
     pub fn table(&self) -> Table {
         let na = || "n/a".to_owned();
         let mut table = Table::new();
@@ -485,7 +485,7 @@ fn escape(text: &str) -> String {
 /// One line of a chart: its legend, its points and its colour.
 type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
 
-/// Draws one SVG line chart; a chart whose series are all empty says so instead.
+/// Draws one SVG line chart, or a "No data" note when every series is empty.
 fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<String> {
     let points = series.iter().flat_map(|(_, points, _)| points.iter());
     let (mut x_max, mut y_max) = (0.0f64, 0.0f64);

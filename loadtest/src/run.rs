@@ -407,6 +407,8 @@ impl Runner {
         }
 
         let mut samples = Vec::new();
+        // NOTE: churning legs come and go, so per-second samples carry no client totals: the
+        // packet plots of a churn run are empty unless the node has a forwarded counter.
         let mut sampler = Sampler::new(start.clone(), Totals::default());
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.tick().await;
@@ -557,6 +559,8 @@ async fn subscribe(
     publisher_leg: &str,
     video: bool,
 ) -> Result<Subscriber> {
+    // NOTE: the `webrtc` crate authenticates and decrypts every SRTP packet a subscriber
+    // receives, so the load test costs about as much CPU per packet as the node does.
     let subscriber = Subscriber::with_options(SubscriberOptions {
         receive_video: video,
         record_packets: false,

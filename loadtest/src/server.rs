@@ -1,5 +1,5 @@
-//! What the node's process spent: from its `/metrics` when it has them, else from `/proc` of a
-//! process id on this machine.
+//! Readings of the node's process: its `/metrics` when it has them, else `/proc` of a process
+//! id on this machine.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,7 +22,7 @@ pub struct ServerSample {
     pub transit_buckets: Option<Vec<(f64, f64)>>,
 }
 
-/// Where the CPU and memory figures came from, for the report.
+/// Source of the CPU and memory figures, for the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
@@ -244,7 +244,7 @@ fn label(labels: &str, key: &str) -> Option<String> {
     })
 }
 
-/// The `quantile` (0 to 1) of the observations between two readings of a cumulative
+/// Computes the `quantile` (0 to 1) of the observations between two readings of a cumulative
 /// histogram, interpolated linearly inside the bucket it falls in, as Prometheus's
 /// `histogram_quantile` does. `None` when no observation fell between the readings.
 pub fn histogram_quantile(
@@ -341,7 +341,8 @@ switchboard_packets_dropped_total{reason=\"muted\"} 3
         let before = [(0.001, 100.0), (0.002, 100.0), (f64::INFINITY, 100.0)];
         let after = [(0.001, 100.0), (0.002, 200.0), (f64::INFINITY, 200.0)];
         let median = histogram_quantile(&before, &after, 0.5).unwrap();
-        assert!(median > 0.001 && median <= 0.002, "{median}");
+        assert!(median > 0.001, "{median}");
+        assert!(median <= 0.002, "{median}");
         assert_eq!(histogram_quantile(&before, &before, 0.5), None);
     }
 
