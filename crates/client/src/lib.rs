@@ -11,7 +11,10 @@ pub mod media;
 mod peer;
 mod relay;
 
-pub use peer::{Kind, Peer, Publisher, ReceivedPacket, SendPlan, SentPacket, Subscriber};
+pub use peer::{
+    Kind, Peer, Publisher, ReceivedCounts, ReceivedPacket, SendPlan, SentPacket, Subscriber,
+    SubscriberOptions,
+};
 pub use relay::Relay;
 
 /// Polls `condition` every 20 ms until it is true or `timeout` passes, and returns its last value.

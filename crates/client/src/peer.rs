@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,6 +23,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
+use rtc::statistics::StatsSelector;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use webrtc::media_stream::MediaStreamTrack;
@@ -182,9 +183,13 @@ impl PeerConnectionEventHandler for Handler {
             *video = Some(Arc::clone(&track));
         }
         tokio::spawn(async move {
+            let mut seen = SeenSequenceNumbers::default();
             while let Some(event) = track.poll().await {
                 match event {
-                    TrackRemoteEvent::OnRtpPacket(packet) => receiving.record(kind, packet),
+                    TrackRemoteEvent::OnRtpPacket(packet) => {
+                        let first_copy = seen.insert(packet.header.sequence_number);
+                        receiving.record(kind, packet, first_copy);
+                    }
                     TrackRemoteEvent::OnEnded => break,
                     _ => {}
                 }
@@ -206,14 +211,99 @@ pub struct ReceivedPacket {
     pub at: Instant,
 }
 
+/// Counts of the packets a subscriber received, each sequence number once per track.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceivedCounts {
+    pub audio: u64,
+    pub video: u64,
+    /// Copies of a sequence number already received (retransmissions), not in `audio` or `video`.
+    pub duplicates: u64,
+}
+
+impl ReceivedCounts {
+    pub fn total(&self) -> u64 {
+        self.audio + self.video
+    }
+}
+
+/// The sequence numbers of the last 128 packets of one track, to tell first copies from
+/// retransmitted ones.
 #[derive(Default)]
+struct SeenSequenceNumbers {
+    highest: Option<u16>,
+    /// Bit `n` is set when `highest - n` was received.
+    window: u128,
+}
+
+impl SeenSequenceNumbers {
+    /// Records `sequence_number` and returns whether it is the first copy. A packet more than
+    /// 128 behind the highest counts as a first copy, since the window no longer covers it.
+    fn insert(&mut self, sequence_number: u16) -> bool {
+        let Some(highest) = self.highest else {
+            self.highest = Some(sequence_number);
+            self.window = 1;
+            return true;
+        };
+        let ahead = sequence_number.wrapping_sub(highest) as i16;
+        if ahead > 0 {
+            let shift = u32::from(ahead.unsigned_abs());
+            self.window = if shift >= 128 {
+                0
+            } else {
+                self.window << shift
+            };
+            self.window |= 1;
+            self.highest = Some(sequence_number);
+            return true;
+        }
+        let behind = u32::from(ahead.unsigned_abs());
+        if behind >= 128 {
+            return true;
+        }
+        let bit = 1u128 << behind;
+        let first = self.window & bit == 0;
+        self.window |= bit;
+        first
+    }
+}
+
 struct Receiving {
+    /// Keep every packet for [`Subscriber::received`]; the load test only counts.
+    record_packets: bool,
     packets: Mutex<Vec<ReceivedPacket>>,
+    audio: AtomicU64,
+    video: AtomicU64,
+    duplicates: AtomicU64,
+    first_video_at: OnceLock<Instant>,
     video_track: Mutex<Option<Arc<dyn TrackRemote>>>,
 }
 
 impl Receiving {
-    fn record(&self, kind: Kind, packet: Packet) {
+    fn new(record_packets: bool) -> Receiving {
+        Receiving {
+            record_packets,
+            packets: Mutex::new(Vec::new()),
+            audio: AtomicU64::new(0),
+            video: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            first_video_at: OnceLock::new(),
+            video_track: Mutex::new(None),
+        }
+    }
+
+    fn record(&self, kind: Kind, packet: Packet, first_copy: bool) {
+        let counter = match (first_copy, kind) {
+            (false, _) => &self.duplicates,
+            (true, Kind::Audio) => &self.audio,
+            (true, Kind::Video) => &self.video,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if kind == Kind::Video {
+            self.first_video_at.get_or_init(Instant::now);
+        }
+        if !self.record_packets {
+            return;
+        }
         let received = ReceivedPacket {
             kind,
             ssrc: packet.header.ssrc,
@@ -355,6 +445,16 @@ impl Peer {
     pub fn sender_reports(&self) -> u64 {
         self.reports.sender_reports.load(Ordering::SeqCst)
     }
+
+    /// The SRTP protection profile the leg negotiated, as `rtc` statistics name it (for example
+    /// `SRTP_AEAD_AES_128_GCM`); `None` before DTLS completes.
+    pub async fn srtp_cipher(&self) -> Option<String> {
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
+        report
+            .transport()
+            .map(|transport| transport.srtp_cipher.clone())
+            .filter(|cipher| !cipher.is_empty())
+    }
 }
 
 /// Settings of a publisher's synthetic media.
@@ -368,6 +468,12 @@ pub struct SendPlan {
     pub audio_packet_size: usize,
     pub send_audio: bool,
     pub send_video: bool,
+    /// Time between video frames.
+    pub frame_interval: Duration,
+    /// Time between audio packets.
+    pub audio_interval: Duration,
+    /// Keep every sent packet for [`Publisher::sent`]; the load test only counts.
+    pub record_sent: bool,
 }
 
 impl Default for SendPlan {
@@ -380,6 +486,9 @@ impl Default for SendPlan {
             audio_packet_size: 80,
             send_audio: true,
             send_video: true,
+            frame_interval: Duration::from_millis(33),
+            audio_interval: Duration::from_millis(20),
+            record_sent: true,
         }
     }
 }
@@ -420,6 +529,7 @@ pub struct Publisher {
     keyframe_requests: Arc<AtomicU64>,
     keyframe_requested: Arc<AtomicBool>,
     sent: Arc<Mutex<Vec<SentPacket>>>,
+    sent_count: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -432,6 +542,16 @@ impl Publisher {
 
     /// Creates a publisher whose socket binds `address` (port chosen by the system).
     pub async fn bound_to(address: IpAddr) -> Result<Publisher, ClientError> {
+        Publisher::build(address, true).await
+    }
+
+    /// Creates a publisher whose socket binds 127.0.0.1 and whose offer has only an audio
+    /// track.
+    pub async fn audio_only() -> Result<Publisher, ClientError> {
+        Publisher::build(Ipv4Addr::LOCALHOST.into(), false).await
+    }
+
+    async fn build(address: IpAddr, with_video: bool) -> Result<Publisher, ClientError> {
         let state = new_state();
         let reports = Arc::new(ReportCounts::default());
         let pc = build_peer(address, Arc::clone(&state), None, Arc::clone(&reports)).await?;
@@ -459,9 +579,11 @@ impl Publisher {
         pc.add_track(Arc::clone(&audio) as Arc<dyn TrackLocal>)
             .await
             .map_err(ClientError::webrtc("adding the audio track"))?;
-        pc.add_track(Arc::clone(&video) as Arc<dyn TrackLocal>)
-            .await
-            .map_err(ClientError::webrtc("adding the video track"))?;
+        if with_video {
+            pc.add_track(Arc::clone(&video) as Arc<dyn TrackLocal>)
+                .await
+                .map_err(ClientError::webrtc("adding the video track"))?;
+        }
 
         let publisher = Publisher {
             peer: Peer { pc, state, reports },
@@ -472,6 +594,7 @@ impl Publisher {
             keyframe_requests: Arc::new(AtomicU64::new(0)),
             keyframe_requested: Arc::new(AtomicBool::new(false)),
             sent: Arc::new(Mutex::new(Vec::new())),
+            sent_count: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             tasks: Mutex::new(Vec::new()),
         };
@@ -511,7 +634,12 @@ impl Publisher {
         self.keyframe_requests.load(Ordering::SeqCst)
     }
 
-    /// Everything sent so far, in send order.
+    /// Packets sent so far, audio and video; counted even when the plan records nothing.
+    pub fn sent_count(&self) -> u64 {
+        self.sent_count.load(Ordering::Relaxed)
+    }
+
+    /// Everything sent so far, in send order; empty when the plan's `record_sent` is false.
     pub fn sent(&self) -> Vec<SentPacket> {
         self.sent
             .lock()
@@ -526,12 +654,13 @@ impl Publisher {
         if plan.send_video {
             let video = Arc::clone(&self.video);
             let sent = Arc::clone(&self.sent);
+            let sent_count = Arc::clone(&self.sent_count);
             let stop = Arc::clone(&self.stop);
             let requested = Arc::clone(&self.keyframe_requested);
             let ssrc = self.video_ssrc;
             let plan = plan.clone();
             self.push_task(tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(Duration::from_millis(33));
+                let mut ticker = tokio::time::interval(plan.frame_interval);
                 let mut sequence_number: u16 = rand::random();
                 let mut timestamp: u32 = rand::random();
                 let mut frame = 0u32;
@@ -562,7 +691,10 @@ impl Publisher {
                         if video.write_rtp(rtp).await.is_err() {
                             return;
                         }
-                        if let Ok(mut sent) = sent.lock() {
+                        sent_count.fetch_add(1, Ordering::Relaxed);
+                        if plan.record_sent
+                            && let Ok(mut sent) = sent.lock()
+                        {
                             sent.push(SentPacket {
                                 kind: Kind::Video,
                                 sequence_number,
@@ -581,11 +713,14 @@ impl Publisher {
         if plan.send_audio {
             let audio = Arc::clone(&self.audio);
             let sent = Arc::clone(&self.sent);
+            let sent_count = Arc::clone(&self.sent_count);
             let stop = Arc::clone(&self.stop);
             let ssrc = self.audio_ssrc;
             let size = plan.audio_packet_size;
+            let interval = plan.audio_interval;
+            let record_sent = plan.record_sent;
             self.push_task(tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(Duration::from_millis(20));
+                let mut ticker = tokio::time::interval(interval);
                 let mut sequence_number: u16 = rand::random();
                 let mut timestamp: u32 = rand::random();
                 let mut number = 0u32;
@@ -607,7 +742,8 @@ impl Publisher {
                     if audio.write_rtp(rtp).await.is_err() {
                         return;
                     }
-                    if let Ok(mut sent) = sent.lock() {
+                    sent_count.fetch_add(1, Ordering::Relaxed);
+                    if record_sent && let Ok(mut sent) = sent.lock() {
                         sent.push(SentPacket {
                             kind: Kind::Audio,
                             sequence_number,
@@ -639,6 +775,27 @@ impl Publisher {
     }
 }
 
+/// Settings of a subscriber.
+#[derive(Clone, Debug)]
+pub struct SubscriberOptions {
+    /// Address the socket binds (port chosen by the system).
+    pub address: IpAddr,
+    /// Offer to receive video as well as audio.
+    pub receive_video: bool,
+    /// Keep every packet for [`Subscriber::received`] rather than only counting them.
+    pub record_packets: bool,
+}
+
+impl Default for SubscriberOptions {
+    fn default() -> Self {
+        SubscriberOptions {
+            address: Ipv4Addr::LOCALHOST.into(),
+            receive_video: true,
+            record_packets: true,
+        }
+    }
+}
+
 /// A peer that receives one audio and one video track.
 pub struct Subscriber {
     peer: Peer,
@@ -653,8 +810,17 @@ impl Subscriber {
 
     /// Creates a subscriber whose socket binds `address` (port chosen by the system).
     pub async fn bound_to(address: IpAddr) -> Result<Subscriber, ClientError> {
+        Subscriber::with_options(SubscriberOptions {
+            address,
+            ..SubscriberOptions::default()
+        })
+        .await
+    }
+
+    pub async fn with_options(options: SubscriberOptions) -> Result<Subscriber, ClientError> {
+        let address = options.address;
         let state = new_state();
-        let receiving = Arc::new(Receiving::default());
+        let receiving = Arc::new(Receiving::new(options.record_packets));
         let reports = Arc::new(ReportCounts::default());
         let pc = build_peer(
             address,
@@ -663,7 +829,12 @@ impl Subscriber {
             Arc::clone(&reports),
         )
         .await?;
-        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        let kinds: &[RtpCodecKind] = if options.receive_video {
+            &[RtpCodecKind::Audio, RtpCodecKind::Video]
+        } else {
+            &[RtpCodecKind::Audio]
+        };
+        for &kind in kinds {
             pc.add_transceiver_from_kind(
                 kind,
                 Some(RTCRtpTransceiverInit {
@@ -681,7 +852,22 @@ impl Subscriber {
         })
     }
 
-    /// Everything received so far, in arrival order.
+    /// Packets received so far, counted whether or not they are recorded.
+    pub fn counts(&self) -> ReceivedCounts {
+        ReceivedCounts {
+            audio: self.receiving.audio.load(Ordering::Relaxed),
+            video: self.receiving.video.load(Ordering::Relaxed),
+            duplicates: self.receiving.duplicates.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Arrival time of the first video packet, if one arrived.
+    pub fn first_video_at(&self) -> Option<Instant> {
+        self.receiving.first_video_at.get().copied()
+    }
+
+    /// Everything received so far, in arrival order; empty when the subscriber was built with
+    /// `record_packets: false`.
     pub fn received(&self) -> Vec<ReceivedPacket> {
         self.receiving
             .packets
@@ -725,5 +911,41 @@ impl Subscriber {
 
     pub async fn close(&self) {
         let _ = self.peer.pc.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeenSequenceNumbers;
+
+    #[test]
+    fn seen_sequence_numbers_flag_copies() {
+        let mut seen = SeenSequenceNumbers::default();
+        assert!(seen.insert(10));
+        assert!(!seen.insert(10));
+        assert!(seen.insert(12));
+        assert!(seen.insert(11), "a late first copy counts");
+        assert!(!seen.insert(11));
+    }
+
+    #[test]
+    fn seen_sequence_numbers_wrap_around() {
+        let mut seen = SeenSequenceNumbers::default();
+        assert!(seen.insert(65_535));
+        assert!(seen.insert(0));
+        assert!(!seen.insert(65_535));
+        assert!(!seen.insert(0));
+    }
+
+    #[test]
+    fn seen_sequence_numbers_large_jump_clears_window() {
+        let mut seen = SeenSequenceNumbers::default();
+        assert!(seen.insert(1));
+        assert!(seen.insert(1_000));
+        assert!(seen.insert(999));
+        assert!(
+            seen.insert(1),
+            "older than the window counts as a first copy"
+        );
     }
 }

@@ -1,0 +1,3 @@
+//! Measurements shared by the criterion benchmarks and the load test.
+
+pub mod floor;
