@@ -215,8 +215,8 @@ pub struct StorageSettings {
     /// created if missing. A relative path is relative to the node's working directory.
     pub data_dir: PathBuf,
     /// Whether the node stores into a fresh temporary directory instead of `data_dir`, which
-    /// is removed when the node's registry is dropped. [`Config::ephemeral`] sets it for tests;
-    /// no file or environment variable can.
+    /// is removed when the node's registry is dropped. [`Config::ephemeral`] sets it for tests,
+    /// and no file or environment variable can.
     #[serde(skip)]
     pub temporary_data_dir: bool,
 }

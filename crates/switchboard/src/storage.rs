@@ -21,6 +21,8 @@ pub(crate) fn open_registry(settings: &StorageSettings) -> anyhow::Result<(Regis
         (Arc::new(store), data_dir)
     } else {
         let data_dir = &settings.data_dir;
+        // NOTE: Nothing stops a second node from opening the same data directory, and the two
+        // would then assign the same event ids. A lock file (std's File::try_lock) would.
         let store = SqliteStore::open(data_dir)
             .with_context(|| format!("failed to open storage.data_dir {}", data_dir.display()))?;
         (Arc::new(store), data_dir.clone())

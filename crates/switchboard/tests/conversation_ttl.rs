@@ -66,7 +66,7 @@ async fn emptied_conversation_expires_after_ttl() {
         .await;
     assert_eq!(left.status, 200, "{}", left.text);
     let started = Instant::now();
-    let gone = loop {
+    let deleted_reply = loop {
         let reply = api.get(&admin, &format!("/conversations/{short}")).await;
         if reply.status != 200 {
             break reply;
@@ -78,7 +78,7 @@ async fn emptied_conversation_expires_after_ttl() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_problem(
-        &gone,
+        &deleted_reply,
         410,
         "conversation:error:deleted",
         "expired conversation",

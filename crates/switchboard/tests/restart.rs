@@ -187,7 +187,7 @@ async fn restart_keeps_users_conversations_and_events() {
         assert!(states.contains(&expected.to_owned()), "{states:?}");
     }
 
-    // The log holds everything the first node served, then the end of its leg at shutdown.
+    // The log contains everything the first node served, then the end of its leg at shutdown.
     let events = event_log(&api, &admin, conversation).await;
     let sequence_number = view["sequence_number"].as_u64().expect("sequence_number");
     assert_eq!(events.len() as u64, sequence_number);
