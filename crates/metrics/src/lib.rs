@@ -1,11 +1,12 @@
 //! The Prometheus metrics of a Switchboard node.
 //!
-//! [`Metrics`] owns one `prometheus` registry with two kinds of metrics. Histograms and the
-//! webhook counter are live `prometheus` metrics that their owners update as things happen: the
-//! media worker observes packet transit times, the HTTP layer request latencies. Everything the
-//! media worker and the room already count (packets, drops, legs, members) is not copied into
-//! `prometheus` as it happens. It is read once per scrape as a [`NodeSnapshot`] and exposed by a
-//! collector, so the packet path keeps its plain counters and pays nothing for the export.
+//! [`Metrics`] owns one `prometheus` registry with two kinds of metrics. Histograms are live
+//! `prometheus` metrics that their owners update as things happen: the media worker observes
+//! packet transit times, the HTTP layer request latencies. Everything the media worker, the room
+//! and webhook delivery already count (packets, drops, legs, members, deliveries) is not copied
+//! into `prometheus` as it happens. It is read once per scrape, as a [`NodeSnapshot`] or from
+//! the source given to [`Metrics::set_webhook_totals`], so the counting code keeps its plain
+//! counters and pays nothing for the export.
 //!
 //! Names follow the Prometheus conventions: the `switchboard_` prefix, counters ending in
 //! `_total` and durations in `_seconds`. The standard process metrics
@@ -16,7 +17,7 @@ mod node;
 #[cfg(target_os = "linux")]
 mod process;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus::{
@@ -43,6 +44,10 @@ const REQUEST_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Source of the webhook delivery totals since the start, by outcome label, read at every
+/// scrape.
+pub type WebhookTotals = Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
+
 /// Errors of building or encoding the metrics.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -63,6 +68,10 @@ pub struct Metrics {
     realtime_request_duration: HistogramVec,
     packet_transit: Histogram,
     webhook_deliveries: IntCounterVec,
+    webhook_totals: OnceLock<WebhookTotals>,
+    /// Serializes the update of `webhook_deliveries` from its source, so that two concurrent
+    /// scrapes do not both add the same increase.
+    webhook_update: Mutex<()>,
     node: Arc<node::NodeCollector>,
 }
 
@@ -124,6 +133,8 @@ impl Metrics {
             realtime_request_duration,
             packet_transit,
             webhook_deliveries,
+            webhook_totals: OnceLock::new(),
+            webhook_update: Mutex::new(()),
             node,
         })
     }
@@ -147,15 +158,41 @@ impl Metrics {
         &self.realtime_request_duration
     }
 
-    /// Returns the webhook delivery counter, labelled by outcome.
+    /// Returns the webhook delivery counter, labelled by outcome. A node that sets
+    /// [`Metrics::set_webhook_totals`] must not increment it as well.
     pub fn webhook_deliveries(&self) -> &IntCounterVec {
         &self.webhook_deliveries
+    }
+
+    /// Makes every scrape bring `switchboard_webhook_deliveries_total` up to the totals that
+    /// `totals` returns. Returns false, and keeps the first source, if one is set already.
+    pub fn set_webhook_totals(&self, totals: WebhookTotals) -> bool {
+        self.webhook_totals.set(totals).is_ok()
+    }
+
+    fn update_webhook_deliveries(&self) {
+        let Some(totals) = self.webhook_totals.get() else {
+            return;
+        };
+        // The guard protects no data of its own, so a poisoned lock is as good as a clean one.
+        let _update = self
+            .webhook_update
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (outcome, total) in totals() {
+            let counter = self.webhook_deliveries.with_label_values(&[outcome]);
+            let current = counter.get();
+            if total > current {
+                counter.inc_by(total - current);
+            }
+        }
     }
 
     /// Encodes every metric in the Prometheus text format, with the node's counts taken from
     /// `snapshot`.
     pub fn render(&self, snapshot: NodeSnapshot) -> Result<String, MetricsError> {
         self.node.update(snapshot);
+        self.update_webhook_deliveries();
         let families = self.registry.gather();
         let mut text = String::new();
         TextEncoder::new()

@@ -197,6 +197,44 @@ fn stopped_media_worker_leaves_out_media_series() {
 }
 
 #[test]
+fn webhook_totals_are_read_at_scrape() {
+    let metrics = Metrics::new().expect("metrics");
+    let delivered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(3));
+    let source = delivered.clone();
+    let set = metrics.set_webhook_totals(Box::new(move || {
+        vec![
+            (
+                "delivered",
+                source.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            ("failed", 1),
+        ]
+    }));
+    assert!(set);
+    assert!(
+        !metrics.set_webhook_totals(Box::new(Vec::new)),
+        "a second source is rejected"
+    );
+
+    let text = metrics.render(busy_snapshot()).expect("render");
+    let delivered_series = r#"switchboard_webhook_deliveries_total{outcome="delivered"}"#;
+    let failed_series = r#"switchboard_webhook_deliveries_total{outcome="failed"}"#;
+    assert_eq!(sample(&text, delivered_series), Some(3.0));
+    assert_eq!(sample(&text, failed_series), Some(1.0));
+
+    delivered.store(10, std::sync::atomic::Ordering::Relaxed);
+    let text = metrics.render(busy_snapshot()).expect("render");
+    assert_eq!(sample(&text, delivered_series), Some(10.0));
+    let text = metrics.render(busy_snapshot()).expect("render");
+    assert_eq!(
+        sample(&text, delivered_series),
+        Some(10.0),
+        "a scrape without new deliveries adds nothing"
+    );
+    assert_eq!(sample(&text, failed_series), Some(1.0));
+}
+
+#[test]
 fn packet_transit_buckets_span_microseconds_to_100_ms() {
     let buckets = crate::packet_transit_buckets();
     assert_eq!(buckets.first().copied(), Some(5e-6));

@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use signaling::auth::{TokenIssuer, TokenVerifier};
+use webhooks::{WebhookConfig, WebhookError};
 
 /// Prefix of the environment variables that override settings: `SWITCHBOARD_<SECTION>_<KEY>`.
 pub const ENV_PREFIX: &str = "SWITCHBOARD_";
@@ -24,6 +25,9 @@ pub const DEVELOPMENT_SECRET: &str = "switchboard-development-secret-not-for-pro
 /// Application id used when none is configured.
 pub const DEVELOPMENT_APPLICATION_ID: &str = "switchboard-development";
 
+/// Data directory used when none is configured, relative to the node's working directory.
+pub const DEFAULT_DATA_DIR: &str = "switchboard-data";
+
 /// All settings of a node.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -31,6 +35,10 @@ pub struct Config {
     pub http: HttpConfig,
     pub media: MediaSettings,
     pub auth: AuthSettings,
+    pub storage: StorageSettings,
+    /// Delivery of every conversation event to the application's `event_url`, off while
+    /// `event_url` is unset.
+    pub webhooks: WebhookConfig,
     pub log: LogSettings,
     pub shutdown: ShutdownSettings,
 }
@@ -200,6 +208,28 @@ impl AuthSettings {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Directory of the SQLite database with users, conversations, members and event logs,
+    /// created if missing. A relative path is relative to the node's working directory.
+    pub data_dir: PathBuf,
+    /// Whether the node stores into a fresh temporary directory instead of `data_dir`, which
+    /// is removed when the node's registry is dropped. [`Config::ephemeral`] sets it for tests,
+    /// and no file or environment variable can.
+    #[serde(skip)]
+    pub temporary_data_dir: bool,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            temporary_data_dir: false,
+        }
+    }
+}
+
 /// A secret string that never appears in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -362,6 +392,65 @@ pub const SETTINGS: &[SettingDoc] = &[
         is_text: true,
     },
     SettingDoc {
+        key: "storage.data_dir",
+        description: "directory of the SQLite database with users, conversations, members and \
+                      event logs, created if missing; a relative path is relative to the working \
+                      directory [default: switchboard-data]",
+        is_text: true,
+    },
+    SettingDoc {
+        key: "webhooks.event_url",
+        description: "http or https URL that receives every conversation event by a signed \
+                      POST [default: none, so webhooks are off]",
+        is_text: true,
+    },
+    SettingDoc {
+        key: "webhooks.secret",
+        description: "HMAC-SHA256 key of the X-Switchboard-Signature header, at least 32 bytes; \
+                      required with webhooks.event_url [default: none]",
+        is_text: true,
+    },
+    SettingDoc {
+        key: "webhooks.queue_capacity",
+        description: "maximum events waiting for delivery; further events are dropped and \
+                      counted [default: 10000]",
+        is_text: false,
+    },
+    SettingDoc {
+        key: "webhooks.lanes",
+        description: "delivery lanes, each sending one request at a time; a conversation's \
+                      events always take the same lane [default: 16]",
+        is_text: false,
+    },
+    SettingDoc {
+        key: "webhooks.max_attempts",
+        description: "attempts per event, the first included, before it is dropped [default: 6]",
+        is_text: false,
+    },
+    SettingDoc {
+        key: "webhooks.initial_backoff_ms",
+        description: "upper bound of the delay before the second attempt, doubling for each \
+                      further one, in ms [default: 500]",
+        is_text: false,
+    },
+    SettingDoc {
+        key: "webhooks.max_backoff_ms",
+        description: "maximum delay between attempts, also for a receiver's Retry-After, in ms \
+                      [default: 30000]",
+        is_text: false,
+    },
+    SettingDoc {
+        key: "webhooks.request_timeout_ms",
+        description: "time allowed for one attempt, in ms [default: 10000]",
+        is_text: false,
+    },
+    SettingDoc {
+        key: "webhooks.ca_file",
+        description: "PEM file of CA certificates trusted for an https event_url, besides the \
+                      built-in Mozilla roots [default: none]",
+        is_text: true,
+    },
+    SettingDoc {
         key: "log.format",
         description: "log format, text or json [default: text]",
         is_text: true,
@@ -378,7 +467,8 @@ pub const SETTINGS: &[SettingDoc] = &[
     },
     SettingDoc {
         key: "shutdown.timeout_ms",
-        description: "maximum wait for in-flight requests on shutdown, in ms [default: 10000]",
+        description: "maximum wait for in-flight requests on shutdown, then again for queued \
+                      webhook deliveries, in ms [default: 10000]",
         is_text: false,
     },
 ];
@@ -407,11 +497,14 @@ impl Config {
     }
 
     /// Settings for a node on ephemeral loopback ports, for tests: HTTP and media bind
-    /// 127.0.0.1 port 0.
+    /// 127.0.0.1 port 0, and storage goes to a fresh temporary directory, removed when the
+    /// node's registry is dropped. The storage is real SQLite, so tests run the same storage
+    /// code as a deployed node.
     pub fn ephemeral() -> Config {
         let mut config = Config::default();
         config.http.address = SocketAddr::from(([127, 0, 0, 1], 0));
         config.media.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.storage.temporary_data_dir = true;
         config
     }
 
@@ -437,6 +530,15 @@ impl Config {
                 self.media.bind
             );
         }
+        if self.storage.data_dir.as_os_str().is_empty() && !self.storage.temporary_data_dir {
+            bail!("storage.data_dir must not be empty: set the directory of the node's database");
+        }
+        self.webhooks.validate().map_err(|error| match error {
+            WebhookError::InvalidConfig { field, reason } => {
+                anyhow!("webhooks.{field} {reason}")
+            }
+            other => anyhow!(other).context("invalid webhooks settings"),
+        })?;
         Ok(())
     }
 }
@@ -471,8 +573,93 @@ mod tests {
             assert_eq!(config.media.bind, address("127.0.0.1:7882"));
             assert!(config.auth.uses_development_secret());
             assert_eq!(config.log.filter, "info,rtc=error");
+            assert_eq!(config.storage.data_dir, Path::new("switchboard-data"));
+            assert_eq!(config.webhooks.event_url, None);
             Ok(())
         });
+    }
+
+    #[test]
+    fn ephemeral_config_uses_temporary_storage() {
+        let config = Config::ephemeral();
+        assert!(config.storage.temporary_data_dir);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn temporary_storage_is_not_a_file_setting() {
+        Jail::expect_with(|jail| {
+            jail.create_file("switchboard.toml", "[storage]\ntemporary_data_dir = true\n")?;
+            let error = Config::load(Some(Path::new("switchboard.toml")))
+                .expect_err("an unknown storage key");
+            assert!(
+                format!("{error:#}").contains("temporary_data_dir"),
+                "{error:#}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn empty_data_dir_is_rejected() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHBOARD_STORAGE_DATA_DIR", "");
+            let error = Config::load(None).expect_err("an empty data_dir");
+            assert!(error.to_string().contains("storage.data_dir"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_webhook_settings_name_their_key() {
+        let cases = [
+            (
+                "SWITCHBOARD_WEBHOOKS_EVENT_URL",
+                "ftp://127.0.0.1/events",
+                "webhooks.event_url",
+            ),
+            ("SWITCHBOARD_WEBHOOKS_SECRET", "short", "webhooks.secret"),
+            ("SWITCHBOARD_WEBHOOKS_LANES", "0", "webhooks.lanes"),
+            (
+                "SWITCHBOARD_WEBHOOKS_MAX_ATTEMPTS",
+                "0",
+                "webhooks.max_attempts",
+            ),
+            (
+                "SWITCHBOARD_WEBHOOKS_CA_FILE",
+                "missing-ca.pem",
+                "webhooks.ca_file",
+            ),
+        ];
+        for (variable, value, key) in cases {
+            Jail::expect_with(|jail| {
+                jail.set_env(
+                    "SWITCHBOARD_WEBHOOKS_EVENT_URL",
+                    "http://127.0.0.1:9300/events",
+                );
+                jail.set_env(
+                    "SWITCHBOARD_WEBHOOKS_SECRET",
+                    "fedcba9876543210fedcba9876543210",
+                );
+                jail.set_env(variable, value);
+                let error = Config::load(None).expect_err("an invalid webhook setting");
+                let message = format!("{error:#}");
+                assert!(message.contains(key), "{variable}={value}: {message}");
+                if key == "webhooks.secret" {
+                    assert!(!message.contains(value), "the secret is shown: {message}");
+                }
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn webhook_secret_is_not_in_debug_output() {
+        let mut config = Config::default();
+        config.webhooks.secret =
+            webhooks::WebhookSecret::new("a-webhook-secret-of-32-bytes-or-more");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("a-webhook-secret"), "{debug}");
     }
 
     #[test]
@@ -490,6 +677,16 @@ mod tests {
             ("auth.public_key", "keys/application.pub.pem"),
             ("auth.public_key_pem", "-----BEGIN PUBLIC KEY-----"),
             ("auth.private_key", "keys/application.pem"),
+            ("storage.data_dir", "/var/lib/switchboard"),
+            ("webhooks.event_url", "http://127.0.0.1:9300/events"),
+            ("webhooks.secret", "fedcba9876543210fedcba9876543210"),
+            ("webhooks.queue_capacity", "50"),
+            ("webhooks.lanes", "3"),
+            ("webhooks.max_attempts", "4"),
+            ("webhooks.initial_backoff_ms", "20"),
+            ("webhooks.max_backoff_ms", "80"),
+            ("webhooks.request_timeout_ms", "700"),
+            ("webhooks.ca_file", "receiver-ca.pem"),
             ("log.format", "json"),
             ("log.filter", "debug"),
             ("shutdown.drain_delay_ms", "300"),
@@ -502,6 +699,10 @@ mod tests {
         );
 
         Jail::expect_with(|jail| {
+            // Validation reads the CA file, so it must hold a certificate.
+            let certificate = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+                .expect("a self-signed certificate");
+            jail.create_file("receiver-ca.pem", &certificate.cert.pem())?;
             for setting in SETTINGS {
                 let value = values
                     .iter()
@@ -538,6 +739,24 @@ mod tests {
             assert_eq!(
                 config.auth.private_key.as_deref(),
                 Some(Path::new("keys/application.pem"))
+            );
+            assert_eq!(config.storage.data_dir, Path::new("/var/lib/switchboard"));
+            assert!(!config.storage.temporary_data_dir);
+            let webhooks = &config.webhooks;
+            assert_eq!(
+                webhooks.event_url.as_deref(),
+                Some("http://127.0.0.1:9300/events")
+            );
+            assert_eq!(webhooks.secret.expose(), "fedcba9876543210fedcba9876543210");
+            assert_eq!(webhooks.queue_capacity, 50);
+            assert_eq!(webhooks.lanes, 3);
+            assert_eq!(webhooks.max_attempts, 4);
+            assert_eq!(webhooks.initial_backoff_ms, 20);
+            assert_eq!(webhooks.max_backoff_ms, 80);
+            assert_eq!(webhooks.request_timeout_ms, 700);
+            assert_eq!(
+                webhooks.ca_file.as_deref(),
+                Some(Path::new("receiver-ca.pem"))
             );
             assert_eq!(config.log.format, LogFormat::Json);
             assert_eq!(config.log.filter, "debug");

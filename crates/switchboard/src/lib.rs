@@ -1,5 +1,5 @@
-//! The Switchboard node: configuration, the wiring of signaling, room and media, logging and
-//! graceful shutdown. The `switchboard` binary is a thin command line over this library, which
+//! The Switchboard node: configuration, the wiring of signaling, room, storage, media and
+//! webhooks, logging and graceful shutdown. The `switchboard` binary is a thin command line over this library, which
 //! tests use to start real nodes in-process.
 //!
 //! ```no_run
@@ -12,8 +12,11 @@
 //! ```
 
 pub mod config;
+mod expiry;
 mod node;
+mod storage;
 mod telemetry;
+mod webhook_delivery;
 
 use std::time::Duration;
 

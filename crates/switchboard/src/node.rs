@@ -1,7 +1,9 @@
-//! A running node: the HTTP API, the media worker and the task between them.
+//! A running node: the HTTP API, the media worker, storage, webhook delivery and the tasks
+//! between them.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,13 +12,15 @@ use media::MediaHandle;
 use metrics::Metrics;
 use room::Registry;
 use signaling::auth::TokenIssuer;
-use signaling::{AppState, SignalingConfig};
+use signaling::{AppState, EventFanout, SignalingConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
+use webhooks::{WebhookStats, Webhooks};
 
 use crate::config::Config;
+use crate::{expiry, storage, webhook_delivery};
 
 /// Maximum wait for the media event task after the worker stopped. The worker drops its
 /// event sender when its thread ends, so the task normally ends at once.
@@ -30,21 +34,33 @@ pub struct Node {
     media: MediaHandle,
     state: AppState,
     registry: Arc<Registry>,
+    data_dir: PathBuf,
+    /// Every appended event goes through it to the sinks, such as webhook delivery.
+    event_fanout: Arc<EventFanout>,
+    webhooks: Option<Arc<Webhooks>>,
     /// Signs the tokens of [`Node::admin_token`] and [`Node::user_token`], if a key is set.
     issuer: Option<TokenIssuer>,
     stop_http: Option<oneshot::Sender<()>>,
     http_task: Option<JoinHandle<std::io::Result<()>>>,
     events_task: Option<JoinHandle<()>>,
+    expiry_task: Option<JoinHandle<()>>,
 }
 
 impl Node {
-    /// Binds the HTTP listener and the media socket and starts serving. Either address may
-    /// use port 0, and [`Node::http_address`] and [`Node::media_address`] return the bound
-    /// ones.
+    /// Opens storage, starts webhook delivery if `webhooks.event_url` is set, binds the HTTP
+    /// listener and the media socket and starts serving. Either address may use port 0, and
+    /// [`Node::http_address`] and [`Node::media_address`] return the bound ones.
     pub async fn start(config: Config) -> anyhow::Result<Node> {
         config.validate()?;
         let verifier = config.auth.verifier()?;
         let issuer = config.auth.issuer_if_any(None)?;
+
+        let (registry, data_dir) = storage::open_registry(&config.storage)?;
+        let registry = Arc::new(registry);
+        let event_fanout = Arc::new(EventFanout::new());
+        registry.set_event_listener(event_fanout.clone());
+        let metrics = Arc::new(Metrics::new().context("failed to define the metrics")?);
+        let webhooks = webhook_delivery::start(&config.webhooks, &event_fanout, &metrics)?;
 
         let listener = TcpListener::bind(config.http.address)
             .await
@@ -57,13 +73,11 @@ impl Node {
         let http_address = listener
             .local_addr()
             .context("failed to read the HTTP listener's address")?;
-        let metrics = Arc::new(Metrics::new().context("failed to define the metrics")?);
         let mut media_config = config.media.to_media_config();
         media_config.packet_transit = Some(metrics.packet_transit());
         let (media, media_events) =
             MediaHandle::start(media_config).context("failed to start the media worker")?;
 
-        let registry = Arc::new(Registry::new());
         let signaling_config = SignalingConfig {
             body_limit: config.http.body_limit,
         };
@@ -79,6 +93,7 @@ impl Node {
         let events_task = tokio::spawn(async move {
             signaling::process_media_events(&task_registry, media_events).await;
         });
+        let expiry_task = expiry::spawn(registry.clone(), media.clone());
         let (stop_http, stopped) = oneshot::channel::<()>();
         let app = signaling::router(state.clone());
         let http_task = tokio::spawn(async move {
@@ -95,6 +110,7 @@ impl Node {
             media = %media.local_addr(),
             announced = %media.announced_address(),
             application_id = %config.auth.application_id,
+            webhooks = webhooks.is_some(),
             "node started"
         );
         Ok(Node {
@@ -103,10 +119,14 @@ impl Node {
             media,
             state,
             registry,
+            data_dir,
+            event_fanout,
+            webhooks,
             issuer,
             stop_http: Some(stop_http),
             http_task: Some(http_task),
             events_task: Some(events_task),
+            expiry_task: Some(expiry_task),
         })
     }
 
@@ -141,6 +161,22 @@ impl Node {
         &self.state
     }
 
+    /// Directory of the node's database: `storage.data_dir`, or the temporary directory of a
+    /// node started with [`Config::ephemeral`].
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Returns the fan-out that hands every appended event to the node's event sinks.
+    pub fn event_fanout(&self) -> &Arc<EventFanout> {
+        &self.event_fanout
+    }
+
+    /// Returns the webhook delivery counters, or `None` when `webhooks.event_url` is unset.
+    pub fn webhook_stats(&self) -> Option<WebhookStats> {
+        self.webhooks.as_ref().map(|webhooks| webhooks.stats())
+    }
+
     /// Mints an admin token for this node, valid for `ttl`.
     pub fn admin_token(&self, ttl: Duration) -> anyhow::Result<String> {
         self.issuer()?
@@ -168,7 +204,14 @@ impl Node {
     /// 2. The HTTP listener closes, and in-flight requests finish (up to the shutdown timeout).
     /// 3. The media worker closes every leg, sends their DTLS close alerts and stops.
     /// 4. The room records the legs' ends, and the media event task ends.
+    /// 5. Webhook delivery sends what is queued, the events of step 4 included, for up to the
+    ///    shutdown timeout, and drops the rest.
+    ///
+    /// The check for expired conversations stops first.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(expiry_task) = self.expiry_task.take() {
+            expiry_task.abort();
+        }
         info!(
             drain_delay_ms = self.config.shutdown.drain_delay_ms,
             "node draining"
@@ -204,8 +247,32 @@ impl Node {
         {
             warn!("the media event task did not end after the media worker stopped");
         }
+        if let Some(webhooks) = &self.webhooks {
+            self.stop_webhooks(webhooks).await;
+        }
         info!("node stopped");
         Ok(())
+    }
+
+    async fn stop_webhooks(&self, webhooks: &Webhooks) {
+        let timeout = Duration::from_millis(self.config.shutdown.timeout_ms);
+        info!(
+            queued = webhooks.stats().queued,
+            timeout_ms = self.config.shutdown.timeout_ms,
+            "sending the queued webhook events"
+        );
+        let undelivered = webhooks
+            .shutdown(tokio::time::Instant::now() + timeout)
+            .await;
+        let stats = webhooks.stats();
+        info!(
+            undelivered,
+            delivered_total = stats.delivered,
+            dropped_failed_total = stats.dropped_failed,
+            dropped_rejected_total = stats.dropped_rejected,
+            dropped_queue_full_total = stats.dropped_queue_full,
+            "webhook delivery finished"
+        );
     }
 }
 
@@ -221,6 +288,9 @@ impl Drop for Node {
         }
         if let Some(events_task) = self.events_task.take() {
             events_task.abort();
+        }
+        if let Some(expiry_task) = self.expiry_task.take() {
+            expiry_task.abort();
         }
     }
 }

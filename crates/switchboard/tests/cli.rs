@@ -318,8 +318,12 @@ impl Drop for RunningNode {
 
 #[test]
 fn node_without_arguments_serves_and_stops() {
+    // The default data directory is relative to the working directory, so the node runs in a
+    // temporary one.
+    let working_dir = tempfile::tempdir().expect("a temporary working directory");
     // Port 0 through the environment, so that the test never clashes with a running node.
     let child = switchboard()
+        .current_dir(working_dir.path())
         .env("SWITCHBOARD_HTTP_ADDRESS", "127.0.0.1:0")
         .env("SWITCHBOARD_MEDIA_BIND", "127.0.0.1:0")
         .stdout(Stdio::piped())
@@ -381,4 +385,26 @@ fn node_without_arguments_serves_and_stops() {
         thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "the node exited with {status}");
+    let database = working_dir
+        .path()
+        .join("switchboard-data")
+        .join(store::DATABASE_FILE_NAME);
+    assert!(database.is_file(), "{} is missing", database.display());
+}
+
+#[test]
+fn unusable_data_dir_is_named() {
+    let file = tempfile::NamedTempFile::new().expect("a temporary file");
+    let data_dir = file.path().join("data");
+    let output = switchboard()
+        .env("SWITCHBOARD_HTTP_ADDRESS", "127.0.0.1:0")
+        .env("SWITCHBOARD_MEDIA_BIND", "127.0.0.1:0")
+        .env("SWITCHBOARD_STORAGE_DATA_DIR", &data_dir)
+        .output()
+        .expect("run switchboard");
+
+    assert!(!output.status.success(), "the node started anyway");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("storage.data_dir"), "{stderr}");
+    assert!(stderr.contains(&data_dir.display().to_string()), "{stderr}");
 }

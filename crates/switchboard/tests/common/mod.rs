@@ -192,3 +192,17 @@ pub fn assert_client_problem(reply: &Reply, case: &str) -> String {
     );
     code
 }
+
+/// Reads a conversation's whole event log, one `GET .../events/{id}` per event up to the
+/// conversation's `sequence_number`, so that it does not depend on the list's paging.
+pub async fn event_log(api: &Api, token: &str, conversation: &str) -> Vec<Value> {
+    let path = format!("/conversations/{conversation}");
+    let sequence_number = api.get_ok(token, &path).await["sequence_number"]
+        .as_u64()
+        .expect("sequence_number");
+    let mut events = Vec::new();
+    for id in 1..=sequence_number {
+        events.push(api.get_ok(token, &format!("{path}/events/{id}")).await);
+    }
+    events
+}
