@@ -6,8 +6,8 @@ use tracing::warn;
 
 use crate::convert::media_leg;
 
-/// Closes in the media worker every leg of `legs`, which the room has already removed, as
-/// when a conversation expires. The room's change is kept whatever the worker returns, so a
+/// Closes in the media worker every leg of `legs`, which the room has already removed: when a
+/// member leaves or joins again, a user or conversation is deleted, or a conversation expires. The room's change is kept whatever the worker returns, so a
 /// failure is logged and not returned.
 pub async fn close_media_legs(media: &MediaHandle, legs: &[Leg]) {
     for leg in legs {

@@ -8,12 +8,12 @@ use serde::Deserialize;
 use tracing::info;
 use utoipa::ToSchema;
 
-use super::members::close_media_legs;
 use super::{ApiPath, ConversationParam, present_or_null};
 use crate::access::{caller_user, require_admin, require_reader};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
+use crate::media_legs::close_media_legs;
 use crate::paging::{ListQuery, cursor_links};
 use crate::state::AppState;
 use crate::views::{
@@ -226,7 +226,7 @@ pub(super) async fn remove(
 
     let _media_lock = state.lock_media(&conversation_id).await;
     let deleted = state.registry().delete_conversation(&conversation_id)?;
-    close_media_legs(&state, &deleted.closed_legs).await;
+    close_media_legs(state.media(), &deleted.closed_legs).await;
     info!(
         conversation = %conversation_id,
         closed_legs = deleted.closed_legs.len(),

@@ -3,18 +3,17 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use media::MediaError;
-use room::{Channel, ConversationId, Leg, MemberAction, MemberId, User, UserId};
+use room::{Channel, ConversationId, MemberAction, MemberId, User, UserId};
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::info;
 use utoipa::ToSchema;
 
 use super::{ApiPath, ConversationParam, MemberParam};
 use crate::access::{require_acting_as, require_may_add_member, require_reader};
 use crate::auth::Caller;
-use crate::convert::media_leg;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
+use crate::media_legs::close_media_legs;
 use crate::paging::{ListQuery, cursor_links};
 use crate::state::AppState;
 use crate::views::{MemberView, MembersEmbedded, MembersPage, conversation_href};
@@ -70,7 +69,7 @@ pub(super) async fn add(
         state
             .registry()
             .add_member(&conversation_id, &user.id, request.action, invited_by)?;
-    close_media_legs(&state, &added.closed_legs).await;
+    close_media_legs(state.media(), &added.closed_legs).await;
     let member = added.member;
     info!(
         conversation = %conversation_id,
@@ -187,7 +186,7 @@ pub(super) async fn update(
 
     let _media_lock = state.lock_media(&conversation_id).await;
     let joined = state.registry().join_member(&conversation_id, &member_id)?;
-    close_media_legs(&state, &joined.closed_legs).await;
+    close_media_legs(state.media(), &joined.closed_legs).await;
     info!(
         conversation = %conversation_id,
         member = %member_id,
@@ -243,7 +242,7 @@ pub(super) async fn remove(
     let departure = state
         .registry()
         .remove_member(&conversation_id, &member_id)?;
-    close_media_legs(&state, &departure.closed_legs).await;
+    close_media_legs(state.media(), &departure.closed_legs).await;
     info!(
         conversation = %conversation_id,
         member = %member_id,
@@ -251,22 +250,4 @@ pub(super) async fn remove(
         "member left"
     );
     Ok(Json(departure.member.into()))
-}
-
-/// Closes legs the room already removed. The room's change is kept whatever the worker
-/// returns, so failures are only logged.
-pub(crate) async fn close_media_legs(state: &AppState, legs: &[Leg]) {
-    for leg in legs {
-        match state.media().close_leg(media_leg(&leg.id)).await {
-            // A downstream leg closes with its publisher leg, so it may be gone already.
-            Ok(()) | Err(MediaError::LegNotFound(_)) => {}
-            Err(error) => warn!(
-                conversation = %leg.conversation_id,
-                member = %leg.member_id,
-                leg = %leg.id,
-                %error,
-                "closing a leg in the media worker failed"
-            ),
-        }
-    }
 }

@@ -8,12 +8,12 @@ use serde::Deserialize;
 use tracing::info;
 use utoipa::ToSchema;
 
-use super::members::close_media_legs;
 use super::{ApiPath, UserParam, present_or_null};
 use crate::access::{require_admin, require_self_or_admin};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
+use crate::media_legs::close_media_legs;
 use crate::paging::{ListQuery, cursor_links};
 use crate::state::AppState;
 use crate::views::{
@@ -171,7 +171,7 @@ pub(super) async fn remove(
 
     let departures = state.registry().delete_user(&user_id)?;
     for departure in &departures {
-        close_media_legs(&state, &departure.closed_legs).await;
+        close_media_legs(state.media(), &departure.closed_legs).await;
     }
     info!(user = %user_id, left_conversations = departures.len(), "user deleted");
     Ok(StatusCode::NO_CONTENT)
