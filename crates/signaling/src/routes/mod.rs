@@ -242,3 +242,14 @@ where
 {
     <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
+
+/// Deserializes a field that may be left out (`None`) but, when present, must not be `null`,
+/// for updates of fields that cannot be removed, so that `null` is an error rather than
+/// "leave as it is". Use with `#[serde(default)]`.
+pub(crate) fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
