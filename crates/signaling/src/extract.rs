@@ -61,13 +61,19 @@ fn has_json_content_type(request: &Request) -> bool {
             .is_some_and(|(_, suffix)| suffix.eq_ignore_ascii_case("json"))
 }
 
-/// Deserializes JSON, telling a syntax error (`request:error:invalid-json`) from valid JSON of
+/// Deserializes a JSON object, telling a syntax error (`request:error:invalid-json`) from valid JSON of
 /// the wrong shape (`request:error:invalid-parameters`, naming the field).
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // The whole body is checked for syntax first, because deserializing into `T` stops at the
     // first field of the wrong shape and would report `{"a": 1} trailing` as a missing field.
     serde_json::from_slice::<IgnoredAny>(bytes)
         .map_err(|error| ApiError::InvalidJson(error.to_string()))?;
+
+    // Serde also reads a struct from an array of its fields in order, and an update whose
+    // fields may all be left out from `[]`, which no client means to send.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::invalid_parameter("body", "must be a JSON object"));
+    }
 
     // Valid JSON can still fail with a syntax category, such as an array where an enum is
     // expected, so every error from here on is about the shape.
