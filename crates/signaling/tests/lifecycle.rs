@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use common::TestNode;
 use room::{ConversationId, Event, EventListener, UserId};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
 
 /// Collects every event the registry appends, including those of deleted conversations, which
 /// the REST API no longer serves.
@@ -1063,5 +1063,61 @@ async fn custom_event_body_limit_is_4_kib() {
         detail.contains("4097") && detail.contains("4096"),
         "{detail}"
     );
+    assert_eq!(over.body["invalid_parameters"][0]["name"], "body");
     assert_eq!(node.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn empty_conversation_expires_after_ttl() {
+    let node = TestNode::start();
+    let admin = node.admin();
+    let mut ids = Vec::new();
+    for properties in [
+        json!({ "ttl": 60 }),
+        json!({ "ttl": 60 }),
+        json!({ "video": true }),
+    ] {
+        let reply = node
+            .post(
+                "/v0.1/conversations",
+                &admin,
+                json!({ "properties": properties }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        ids.push(id_of(&reply));
+    }
+    let [empty, occupied, forever] = <[String; 3]>::try_from(ids).expect("three ids");
+    let alice = node.join(&occupied, "alice").await;
+    let status = |reply: common::Reply| reply.status;
+
+    // Only the empty conversation with a time to live expires.
+    let later = OffsetDateTime::now_utc() + Duration::seconds(61);
+    let expired = node.registry.expire_conversations(later);
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    let path = |id: &str| format!("/v0.1/conversations/{id}");
+    assert_eq!(
+        status(node.get(&path(&empty), &admin).await),
+        StatusCode::GONE
+    );
+    assert_eq!(
+        status(node.get(&path(&occupied), &admin).await),
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(node.get(&path(&forever), &admin).await),
+        StatusCode::OK
+    );
+
+    // Once its last member leaves, the other one is kept for its time to live from then.
+    let left = node.delete(&member_path(&occupied, &alice), &admin).await;
+    assert_eq!(left.status, StatusCode::OK);
+    let soon = OffsetDateTime::now_utc() + Duration::seconds(30);
+    assert!(node.registry.expire_conversations(soon).is_empty());
+    let expired = node
+        .registry
+        .expire_conversations(OffsetDateTime::now_utc() + Duration::seconds(61));
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    let reply = node.get(&path(&occupied), &admin).await;
+    assert_eq!(reply.code(), "conversation:error:deleted");
 }
