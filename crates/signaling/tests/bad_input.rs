@@ -147,8 +147,8 @@ impl Case {
     }
 }
 
-/// Sends each case and returns a line for every way a reply differs from its case, or the
-/// node changed.
+/// Sends each case, then fails with one line for every way a reply differed from its case or
+/// a rejected request changed the node.
 async fn run(node: &TestNode, cases: Vec<Case>) {
     let mut failures = Vec::new();
     for case in cases {
@@ -161,38 +161,40 @@ async fn run(node: &TestNode, cases: Vec<Case>) {
                 case.body.clone(),
             )
             .await;
-        let what = case.describe();
+        let request = case.describe();
 
         if reply.status != case.status || reply.code() != case.code {
             failures.push(format!(
-                "{what}: expected {} {}, got {} {}",
+                "{request}: expected {} {}, got {} {}",
                 case.status, case.code, reply.status, reply.body
             ));
             continue;
         }
         if reply.body["title"].as_str().is_none_or(str::is_empty) {
-            failures.push(format!("{what}: no title in {}", reply.body));
+            failures.push(format!("{request}: no title in {}", reply.body));
         }
         let detail = reply.body["detail"].as_str().unwrap_or_default();
         if detail.is_empty() {
-            failures.push(format!("{what}: no detail in {}", reply.body));
+            failures.push(format!("{request}: no detail in {}", reply.body));
         }
         if let Some(text) = &case.detail
             && !detail.contains(text.as_str())
         {
-            failures.push(format!("{what}: detail {detail:?} does not name {text:?}"));
+            failures.push(format!(
+                "{request}: detail {detail:?} does not name {text:?}"
+            ));
         }
         if let Some(parameter) = case.parameter {
             let named = &reply.body["invalid_parameters"][0];
             if named["name"] != parameter || named["reason"].as_str().is_none_or(str::is_empty) {
                 failures.push(format!(
-                    "{what}: expected invalid_parameters naming {parameter}, got {}",
+                    "{request}: expected invalid_parameters naming {parameter}, got {}",
                     reply.body
                 ));
             }
         }
         if node.snapshot().await != before {
-            failures.push(format!("{what}: the rejected request changed the node"));
+            failures.push(format!("{request}: the rejected request changed the node"));
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));

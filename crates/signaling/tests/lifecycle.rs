@@ -195,8 +195,8 @@ async fn deleted_user_leaves_with_its_legs() {
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
 
-    // Alice's legs closed, and so did Bob's downstream leg that received her; only Bob's
-    // publisher leg is left, and nobody receives it.
+    // Alice's legs closed, and so did Bob's downstream leg that received her. Only Bob's
+    // publisher leg remains, without subscribers.
     assert_eq!(node.media_legs().await, 1);
     let legs = node
         .get(&format!("/v0.1/conversations/{standup}/rtc"), &admin)
@@ -1120,4 +1120,90 @@ async fn empty_conversation_expires_after_ttl() {
     assert_eq!(expired.len(), 1, "{expired:?}");
     let reply = node.get(&path(&occupied), &admin).await;
     assert_eq!(reply.code(), "conversation:error:deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_joins_make_one_member() {
+    let node = Arc::new(TestNode::start());
+    let conversation = node.create_conversation().await;
+    node.create_user("alice").await;
+    let path = format!("/v0.1/conversations/{conversation}/members");
+
+    let mut tasks = Vec::new();
+    for index in 0..8 {
+        let node = node.clone();
+        let path = path.clone();
+        let action = if index % 2 == 0 { "join" } else { "invite" };
+        tasks.push(tokio::spawn(async move {
+            let reply = node
+                .post(
+                    &path,
+                    &node.admin(),
+                    json!({ "user_name": "alice", "action": action }),
+                )
+                .await;
+            (reply.status, reply.body["id"].as_str().map(str::to_owned))
+        }));
+    }
+    let mut created = 0;
+    let mut ids = Vec::new();
+    for task in tasks {
+        let (status, id) = task.await.expect("request task");
+        match status {
+            StatusCode::CREATED => created += 1,
+            StatusCode::OK | StatusCode::CONFLICT => {}
+            other => panic!("unexpected status {other}"),
+        }
+        ids.extend(id);
+    }
+    assert_eq!(created, 1);
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+
+    let members = node
+        .registry
+        .members(&ConversationId::from(conversation.as_str()));
+    assert_eq!(members.expect("members").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_leaves_leave_once() {
+    let node = Arc::new(TestNode::start());
+    let conversation = node.create_conversation().await;
+    let alice = node.join(&conversation, "alice").await;
+    node.publish(&conversation, &alice).await;
+    let path = member_path(&conversation, &alice);
+
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let node = node.clone();
+        let path = path.clone();
+        tasks.push(tokio::spawn(async move {
+            node.delete(&path, &node.admin()).await.status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("request task"));
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::CONFLICT,
+            StatusCode::CONFLICT,
+            StatusCode::CONFLICT
+        ]
+    );
+    let types = node.event_types(&conversation).await;
+    assert_eq!(
+        types.iter().filter(|kind| *kind == "member:left").count(),
+        1
+    );
+    assert_eq!(
+        types.iter().filter(|kind| *kind == "rtc:terminate").count(),
+        1
+    );
+    assert_eq!(node.media_legs().await, 0);
 }

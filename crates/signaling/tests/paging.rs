@@ -1,6 +1,6 @@
-//! Paging of every list at its boundaries: empty lists, a page exactly full, one item more,
-//! page sizes out of range, cursors of other lists, and walks along the `next` and `prev`
-//! links, which are followed as the node wrote them.
+//! Paging of every list at its boundaries: empty lists, a full page, one item more, page sizes
+//! out of range and cursors of other lists. The walks follow the `next` and `prev` links as
+//! the node wrote them.
 
 mod common;
 
@@ -555,4 +555,18 @@ async fn event_links_keep_the_window() {
     let this = link(&reply, "self").expect("self");
     let again = node.get(&this, &node.admin()).await;
     assert_eq!(event_ids(&again), [4, 5, 6, 7]);
+
+    // The same window newest first, and back along the prev links.
+    let forward = walk_events(
+        &node,
+        &format!("{path}?start_id=4&end_id=9&page_size=4&order=desc"),
+        "next",
+    )
+    .await;
+    let pages: Vec<&Vec<u64>> = forward.iter().map(|(_, ids)| ids).collect();
+    assert_eq!(pages, [&vec![9, 8, 7, 6], &vec![5, 4]]);
+    let (last, _) = forward.last().expect("a page");
+    let backward = walk_events(&node, last, "prev").await;
+    let pages: Vec<&Vec<u64>> = backward.iter().map(|(_, ids)| ids).collect();
+    assert_eq!(pages[1], &vec![9, 8, 7, 6]);
 }
