@@ -66,7 +66,10 @@ fn has_json_content_type(request: &Request) -> bool {
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // The whole body is checked for syntax first, because deserializing into `T` stops at the
     // first field of the wrong shape and would report `{"a": 1} trailing` as a missing field.
-    serde_json::from_slice::<IgnoredAny>(bytes)
+    // Skipping values does not check the bytes inside strings, so UTF-8 is checked apart.
+    let text = std::str::from_utf8(bytes)
+        .map_err(|error| ApiError::InvalidJson(format!("the body is not UTF-8: {error}")))?;
+    serde_json::from_str::<IgnoredAny>(text)
         .map_err(|error| ApiError::InvalidJson(error.to_string()))?;
 
     // Serde also reads a struct from an array of its fields in order, and an update whose

@@ -77,7 +77,7 @@ struct Case {
     method: Method,
     path: String,
     content_type: Option<&'static str>,
-    body: String,
+    body: Vec<u8>,
     status: StatusCode,
     code: &'static str,
     /// The field `invalid_parameters` must name first, for a field error.
@@ -92,11 +92,15 @@ impl Case {
     }
 
     fn raw(method: Method, path: impl Into<String>, body: &str) -> Self {
+        Self::bytes(method, path, body.as_bytes())
+    }
+
+    fn bytes(method: Method, path: impl Into<String>, body: &[u8]) -> Self {
         Case {
             method,
             path: path.into(),
             content_type: Some("application/json"),
-            body: body.to_owned(),
+            body: body.to_vec(),
             status: StatusCode::BAD_REQUEST,
             code: "request:error:invalid-parameters",
             parameter: None,
@@ -142,7 +146,10 @@ impl Case {
     fn describe(&self) -> String {
         format!(
             "{} {} ({:?}) {}",
-            self.method, self.path, self.content_type, self.body
+            self.method,
+            self.path,
+            self.content_type,
+            String::from_utf8_lossy(&self.body)
         )
     }
 }
@@ -230,6 +237,11 @@ async fn malformed_json_is_400() {
                     .rejected(StatusCode::BAD_REQUEST, "request:error:invalid-json"),
             );
         }
+        // Invalid UTF-8 inside a string, which skipping the value would not notice.
+        cases.push(
+            Case::bytes(method.clone(), path.clone(), b"{\"name\":\"\xff\xfe\"}")
+                .rejected(StatusCode::BAD_REQUEST, "request:error:invalid-json"),
+        );
         // Valid JSON that is not an object.
         for body in ["[]", "null", "\"join\"", "42"] {
             cases.push(Case::raw(method.clone(), path.clone(), body).invalid("body"));
