@@ -67,7 +67,8 @@ pub struct EventPage {
     pub events: Vec<Event>,
     /// The query of the following page in the same order, `None` at the end of the log.
     pub next: Option<EventQuery>,
-    /// The query of the preceding page in the same order, `None` at the start.
+    /// The query of the preceding page in the same order, `None` at the start. It asks for
+    /// fewer events than this page did when fewer precede this page.
     pub prev: Option<EventQuery>,
 }
 
@@ -229,6 +230,11 @@ pub(crate) fn select_page<K: Clone>(
     })
 }
 
+/// Converts a page size computed from event ids, which is at most the requested size.
+fn page_size_of(size: u64) -> usize {
+    usize::try_from(size).unwrap_or(usize::MAX)
+}
+
 fn after(seq: u64) -> (Bound<u64>, Bound<u64>) {
     (Bound::Excluded(seq), Bound::Unbounded)
 }
@@ -256,8 +262,11 @@ pub(crate) fn event_window(
                 start_id: Some(last + 1),
                 ..*query
             });
+            // Near the start of the log fewer than `size` events precede this page, and a
+            // full page from event 1 would repeat some of this one, so that page is smaller.
             let prev = (first > 1).then(|| EventQuery {
                 start_id: Some(first.saturating_sub(size).max(1)),
+                page_size: page_size_of(size.min(first - 1)),
                 ..*query
             });
             (Some((first, last)), next, prev)
@@ -269,8 +278,10 @@ pub(crate) fn event_window(
                 end_id: Some(last - 1),
                 ..*query
             });
+            // Likewise near the newest event: the page covers only the events after this one.
             let prev = (first < last_event_id).then(|| EventQuery {
                 end_id: Some(first.saturating_add(size).min(last_event_id)),
+                page_size: page_size_of(size.min(last_event_id - first)),
                 ..*query
             });
             (Some((last, first)), next, prev)

@@ -329,3 +329,32 @@ fn event_pages_link_neighbours() {
         assert!(matches!(result, Err(RoomError::InvalidField { .. })));
     }
 }
+
+#[test]
+fn event_prev_page_stops_before_this_page() {
+    let window = |start_id, end_id, page_size, order| EventQuery {
+        start_id,
+        end_id,
+        page_size,
+        order,
+    };
+
+    // Events 3 to 7 of 12, oldest first: only 1 and 2 precede them.
+    let (range, _, prev) = crate::page::event_window(&window(Some(3), None, 5, Order::Asc), 12);
+    assert_eq!(range, Some((3, 7)));
+    let prev = prev.expect("a previous page");
+    let (range, next, _) = crate::page::event_window(&prev, 12);
+    assert_eq!(range, Some((1, 2)));
+    let (range, _, _) = crate::page::event_window(&next.expect("a next page"), 12);
+    assert_eq!(range, Some((3, 4)));
+
+    // Events 10 to 6 of 12, newest first: only 12 and 11 follow them.
+    let (range, _, prev) = crate::page::event_window(&window(None, Some(10), 5, Order::Desc), 12);
+    assert_eq!(range, Some((6, 10)));
+    let (range, _, _) = crate::page::event_window(&prev.expect("a previous page"), 12);
+    assert_eq!(range, Some((11, 12)));
+
+    // Far from either end the previous page is full.
+    let (_, _, prev) = crate::page::event_window(&window(Some(8), None, 5, Order::Asc), 12);
+    assert_eq!(prev.expect("a previous page").page_size, 5);
+}

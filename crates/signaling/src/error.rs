@@ -210,7 +210,8 @@ pub(crate) struct ErrorBody {
     title: &'static str,
     /// What failed, on which value, and what to do next.
     detail: String,
-    /// The request fields that failed validation, for a 400.
+    /// The request fields that failed validation: for a 400, and for a 409 or 413 that one
+    /// field caused.
     #[serde(skip_serializing_if = "Option::is_none")]
     invalid_parameters: Option<Vec<InvalidParameter>>,
 }
@@ -232,16 +233,7 @@ impl IntoResponse for ApiError {
         };
         let invalid_parameters = match &self {
             ApiError::InvalidParameters { parameters, .. } => Some(parameters.clone()),
-            ApiError::Room(RoomError::InvalidField { field, reason }) => {
-                Some(vec![InvalidParameter {
-                    name: (*field).to_owned(),
-                    reason: reason.clone(),
-                }])
-            }
-            ApiError::Room(RoomError::InvalidCursor(reason)) => Some(vec![InvalidParameter {
-                name: "cursor".to_owned(),
-                reason: reason.clone(),
-            }]),
+            ApiError::Room(error) => room_parameter(error).map(|parameter| vec![parameter]),
             _ => None,
         };
         let body = ErrorBody {
@@ -252,4 +244,24 @@ impl IntoResponse for ApiError {
         };
         (status, Json(body)).into_response()
     }
+}
+
+/// The request field a room error is about, for the errors that one field causes.
+fn room_parameter(error: &RoomError) -> Option<InvalidParameter> {
+    let name = match error {
+        RoomError::InvalidField { field, .. } => field,
+        RoomError::InvalidCursor(_) => "cursor",
+        RoomError::InvalidEventType(_) | RoomError::EventTypeNotPostable(_) => "type",
+        RoomError::EventBodyTooLarge { .. } => "body",
+        RoomError::DuplicateUserName(_) | RoomError::DuplicateConversationName(_) => "name",
+        _ => return None,
+    };
+    let reason = match error {
+        RoomError::InvalidField { reason, .. } | RoomError::InvalidCursor(reason) => reason.clone(),
+        other => other.to_string(),
+    };
+    Some(InvalidParameter {
+        name: name.to_owned(),
+        reason,
+    })
 }

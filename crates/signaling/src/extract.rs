@@ -5,8 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use serde::de::DeserializeOwned;
-use serde_json::error::Category;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::auth::{AuthError, Caller};
 use crate::error::ApiError;
@@ -62,26 +61,31 @@ fn has_json_content_type(request: &Request) -> bool {
             .is_some_and(|(_, suffix)| suffix.eq_ignore_ascii_case("json"))
 }
 
-/// Deserializes JSON, telling a syntax error (`request:error:invalid-json`) from valid JSON of
+/// Deserializes a JSON object, telling a syntax error (`request:error:invalid-json`) from valid JSON of
 /// the wrong shape (`request:error:invalid-parameters`, naming the field).
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // The whole body is checked for syntax first, because deserializing into `T` stops at the
+    // first field of the wrong shape and would report `{"a": 1} trailing` as a missing field.
+    // Skipping values does not check the bytes inside strings, so UTF-8 is checked apart.
+    let text = std::str::from_utf8(bytes)
+        .map_err(|error| ApiError::InvalidJson(format!("the body is not UTF-8: {error}")))?;
+    serde_json::from_str::<IgnoredAny>(text)
+        .map_err(|error| ApiError::InvalidJson(error.to_string()))?;
+
+    // Serde also reads a struct from an array of its fields in order, and an update whose
+    // fields may all be left out from `[]`, which no client means to send.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::invalid_parameter("body", "must be a JSON object"));
+    }
+
+    // Valid JSON can still fail with a syntax category, such as an array where an enum is
+    // expected, so every error from here on is about the shape.
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        match inner.classify() {
-            Category::Data => {
-                ApiError::invalid_parameter(field_name(&path, &inner), inner.to_string())
-            }
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::InvalidJson(inner.to_string())
-            }
-        }
-    })?;
-    deserializer
-        .end()
-        .map_err(|error| ApiError::InvalidJson(error.to_string()))?;
-    Ok(value)
+        ApiError::invalid_parameter(field_name(&path, &inner), inner.to_string())
+    })
 }
 
 /// Name of the field a data error is about. For a missing field serde reports the path of the

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use tracing::info;
 use utoipa::ToSchema;
 
-use super::{ApiPath, ConversationParam, present_or_null};
+use super::{ApiPath, ConversationParam, not_null, present_or_null};
 use crate::access::{caller_user, require_admin, require_reader};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -151,17 +151,23 @@ pub(super) async fn list(
 #[serde(deny_unknown_fields)]
 pub(super) struct UpdateConversation {
     /// A new unique name.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = String)]
     name: Option<String>,
     /// A new display name, or `null` to remove it.
     #[serde(default, deserialize_with = "present_or_null")]
     #[schema(value_type = Option<String>)]
     display_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = UpdateProperties)]
     properties: Option<UpdateProperties>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateProperties {
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = bool)]
     video: Option<bool>,
     /// Seconds an empty conversation is kept, or `null` to keep it while empty.
     #[serde(default, deserialize_with = "present_or_null")]

@@ -9,8 +9,11 @@ mod telemetry;
 mod users;
 
 use axum::body::Bytes;
+use axum::extract::path::ErrorKind as PathErrorKind;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{
-    DefaultBodyLimit, FromRequestParts, MatchedPath, OriginalUri, Path, Request, State,
+    DefaultBodyLimit, FromRequestParts, MatchedPath, OriginalUri, Path, RawPathParams, Request,
+    State,
 };
 use axum::http::request::Parts;
 use axum::http::{Method, Uri, header};
@@ -137,10 +140,51 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Path(value)| ApiPath(value))
-            .map_err(|rejection| ApiError::invalid_parameter("path", rejection.body_text()))
+        let rejection = match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => return Ok(ApiPath(value)),
+            Err(rejection) => rejection,
+        };
+
+        // Tuples of parameters report a position; the router's raw parameters, in the same
+        // order, have the name.
+        let names: Vec<String> = match RawPathParams::from_request_parts(parts, state).await {
+            Ok(params) => params.iter().map(|(name, _)| name.to_owned()).collect(),
+            Err(_) => Vec::new(),
+        };
+        let (name, reason) = describe_path_rejection(&rejection, &names);
+        Err(ApiError::invalid_parameter(name, reason))
+    }
+}
+
+/// Names the path parameter a rejection is about (`path` when it is about none) and says what
+/// is wrong with it. `names` are the route's parameter names in path order.
+fn describe_path_rejection(rejection: &PathRejection, names: &[String]) -> (String, String) {
+    let PathRejection::FailedToDeserializePathParams(error) = rejection else {
+        return ("path".to_owned(), rejection.body_text());
+    };
+    let invalid = |value: &str, expected: &str| format!("{value:?} is not a valid {expected}");
+    match error.kind() {
+        PathErrorKind::ParseErrorAtKey {
+            key,
+            value,
+            expected_type,
+        } => (key.clone(), invalid(value, expected_type)),
+        PathErrorKind::ParseErrorAtIndex {
+            index,
+            value,
+            expected_type,
+        } => {
+            let name = names
+                .get(*index)
+                .cloned()
+                .unwrap_or_else(|| "path".to_owned());
+            (name, invalid(value, expected_type))
+        }
+        PathErrorKind::InvalidUtf8InPathParam { key } => (
+            key.clone(),
+            "is not valid UTF-8 once percent-decoded".to_owned(),
+        ),
+        _ => ("path".to_owned(), error.body_text()),
     }
 }
 
@@ -197,4 +241,15 @@ where
     T: serde::Deserialize<'de>,
 {
     <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
+/// Deserializes a field that may be left out (`None`) but, when present, must not be `null`,
+/// for updates of fields that cannot be removed, so that `null` is an error rather than
+/// "leave as it is". Use with `#[serde(default)]`.
+pub(crate) fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }

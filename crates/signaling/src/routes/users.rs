@@ -8,7 +8,7 @@ use serde::Deserialize;
 use tracing::info;
 use utoipa::ToSchema;
 
-use super::{ApiPath, UserParam, present_or_null};
+use super::{ApiPath, UserParam, not_null, present_or_null};
 use crate::access::{require_admin, require_self_or_admin};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -114,6 +114,8 @@ pub(super) async fn show(
 #[serde(deny_unknown_fields)]
 pub(super) struct UpdateUser {
     /// A new unique name. Members created before the change keep the old name.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = String)]
     name: Option<String>,
     /// A new display name, or `null` to remove it.
     #[serde(default, deserialize_with = "present_or_null")]

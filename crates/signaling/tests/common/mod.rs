@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use media::{MediaConfig, MediaHandle};
-use room::Registry;
+use room::{Conversation, Event, EventQuery, PageRequest, Registry, User};
 use serde_json::{Value, json};
 use signaling::auth::{TokenIssuer, TokenVerifier};
 use signaling::{AppState, SignalingConfig};
@@ -54,9 +54,23 @@ impl Reply {
     }
 }
 
+/// Everything a node holds at one moment: users, conversations with their members, legs and
+/// event logs, and the number of legs in the media worker.
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    pub users: Vec<User>,
+    pub conversations: Vec<(Conversation, Vec<Event>)>,
+    pub media_legs: usize,
+}
+
 impl TestNode {
     pub fn start() -> Self {
         Self::with_config(SignalingConfig::default())
+    }
+
+    /// Starts a node that rejects request bodies larger than `body_limit` bytes.
+    pub fn with_body_limit(body_limit: usize) -> Self {
+        Self::with_config(SignalingConfig { body_limit })
     }
 
     pub fn with_config(config: SignalingConfig) -> Self {
@@ -185,8 +199,68 @@ impl TestNode {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
 
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::PUT, path, Some(token), Some(body)).await
+    }
+
     pub async fn delete(&self, path: &str, token: &str) -> Reply {
         self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Sends `body` as it is, with an admin token and the given `Content-Type` (none when
+    /// `None`), for bodies that [`TestNode::call`] cannot make: malformed JSON, other types.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Reply {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.admin()));
+        if let Some(content_type) = content_type {
+            builder = builder.header(header::CONTENT_TYPE, content_type);
+        }
+        let request = builder.body(body.into()).expect("build request");
+        self.send(request).await
+    }
+
+    /// Reads everything the registry and the media worker hold, to show that a rejected
+    /// request changed nothing.
+    pub async fn snapshot(&self) -> Snapshot {
+        let mut conversations = Vec::new();
+        let mut request = PageRequest {
+            page_size: room::MAX_PAGE_SIZE,
+            ..PageRequest::default()
+        };
+        loop {
+            let page = self
+                .registry
+                .list_conversations(&request)
+                .expect("list conversations");
+            for summary in page.items {
+                let conversation = self
+                    .registry
+                    .conversation(&summary.id)
+                    .expect("listed conversation");
+                let events = self
+                    .registry
+                    .events(&summary.id, &EventQuery::default())
+                    .expect("read the event log");
+                conversations.push((conversation, events));
+            }
+            match page.next {
+                Some(cursor) => request.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        Snapshot {
+            users: self.registry.users(),
+            conversations,
+            media_legs: self.media_legs().await,
+        }
     }
 
     pub async fn create_user(&self, name: &str) -> String {
