@@ -120,6 +120,8 @@ pub enum LegCloseReason {
     PeerClosed,
     /// The node is shutting down.
     Shutdown,
+    /// The conversation was deleted, or expired.
+    ConversationDeleted,
 }
 
 impl LegCloseReason {
@@ -128,6 +130,7 @@ impl LegCloseReason {
             LegCloseReason::Requested => "requested",
             LegCloseReason::MemberLeft => "member_left",
             LegCloseReason::MemberRejoined => "member_rejoined",
+            LegCloseReason::ConversationDeleted => "conversation_deleted",
             LegCloseReason::PublisherClosed => "publisher_closed",
             LegCloseReason::ConnectionFailed => "connection_failed",
             LegCloseReason::PeerClosed => "peer_closed",

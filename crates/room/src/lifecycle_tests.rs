@@ -256,6 +256,38 @@ fn conversation_deletion_is_last_event() {
 }
 
 #[test]
+fn conversation_deletion_ends_legs_and_members() {
+    let registry = Registry::new();
+    let listener = Arc::new(Recorder::default());
+    registry.set_event_listener(listener.clone());
+    let alice = user(&registry, "alice");
+    let standup = conversation(&registry, "standup");
+    let member = join(&registry, &standup, &alice.id);
+    publish(&registry, &standup, &member);
+    let before = listener.types().len();
+
+    registry.delete_conversation(&standup).expect("delete");
+
+    let types: Vec<String> = listener.types()[before..]
+        .iter()
+        .map(|(_, _, kind)| kind.clone())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "rtc:terminate",
+            "member:media",
+            "member:left",
+            "conversation:deleted"
+        ]
+    );
+    let deleted = registry
+        .events(&standup, &EventQuery::default())
+        .expect_err("the log is gone with the conversation");
+    assert_eq!(deleted, RoomError::ConversationDeleted(standup));
+}
+
+#[test]
 fn invite_needs_existing_user() {
     let registry = Registry::new();
     let standup = conversation(&registry, "standup");

@@ -5,14 +5,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use dashmap::mapref::entry::Entry;
 use time::{Duration, OffsetDateTime};
 
+use super::members::leave;
 use super::{Registry, lock};
 use crate::conversation::{
     Conversation, ConversationRecord, ConversationSummary, ConversationUpdate, NewConversation,
 };
 use crate::error::RoomError;
 use crate::event::{Event, EventQuery, EventType};
-use crate::id::{ConversationId, UserId};
-use crate::leg::Leg;
+use crate::id::{ConversationId, MemberId, UserId};
+use crate::leg::{Leg, LegCloseReason};
 use crate::member::Member;
 use crate::page::{EventPage, Page, PageRequest, check_page_size, event_window, select_page};
 use crate::storage::{EventRange, Write};
@@ -253,7 +254,20 @@ impl Registry {
         }
         let deleted = OffsetDateTime::now_utc();
         let closed_legs = self.transact(record, |record| {
-            let closed_legs = std::mem::take(&mut record.legs);
+            // Members leave first, so the log and the webhooks see every leg end and every
+            // member leave before the conversation goes.
+            let active: Vec<MemberId> = record
+                .members
+                .iter()
+                .filter(|entry| entry.member.is_active())
+                .map(|entry| entry.member.id.clone())
+                .collect();
+            let mut closed_legs = Vec::new();
+            for member_id in &active {
+                let departure = leave(record, member_id, LegCloseReason::ConversationDeleted)?;
+                closed_legs.extend(departure.closed_legs);
+            }
+            closed_legs.append(&mut record.legs);
             record.deleted = Some(deleted);
             let body = record.body();
             record.append(EventType::ConversationDeleted, None, None, body);
