@@ -225,15 +225,22 @@ impl IntoResponse for ApiError {
             tracing::debug!(code, error = %self, "request rejected");
         }
 
-        // Internal failures are logged above, and the client gets no internals.
+        // Internal failures are logged above, and the client gets no internals: a storage
+        // error's message names files and SQL.
         let detail = if status == StatusCode::INTERNAL_SERVER_ERROR {
             "the node failed to handle the request; see its log".to_owned()
+        } else if matches!(self, ApiError::Room(RoomError::Storage(_))) {
+            "the node could not store the change, so nothing changed; retry later".to_owned()
         } else {
             self.to_string()
         };
         let invalid_parameters = match &self {
             ApiError::InvalidParameters { parameters, .. } => Some(parameters.clone()),
             ApiError::Room(error) => room_parameter(error).map(|parameter| vec![parameter]),
+            ApiError::EventNotFound { .. } => Some(vec![InvalidParameter {
+                name: "event_id".to_owned(),
+                reason: self.to_string(),
+            }]),
             _ => None,
         };
         let body = ErrorBody {
@@ -254,7 +261,21 @@ fn room_parameter(error: &RoomError) -> Option<InvalidParameter> {
         RoomError::InvalidEventType(_) | RoomError::EventTypeNotPostable(_) => "type",
         RoomError::EventBodyTooLarge { .. } => "body",
         RoomError::DuplicateUserName(_) | RoomError::DuplicateConversationName(_) => "name",
-        _ => return None,
+        // Unknown ids and state conflicts name the id they are about. The same id may come
+        // from the path or the body (a member in `from`, a user in `user_id`), and the name is
+        // the one the path uses.
+        RoomError::UserNotFound(_) | RoomError::AlreadyMember { .. } => "user_id",
+        RoomError::UserNameNotFound(_) => "user_name",
+        RoomError::ConversationNotFound(_) | RoomError::ConversationDeleted(_) => "conversation_id",
+        RoomError::MemberNotFound(_)
+        | RoomError::MemberNotJoined { .. }
+        | RoomError::MemberAlreadyLeft(_)
+        | RoomError::OwnPublisherLeg { .. }
+        | RoomError::TooManyPublisherLegs { .. } => "member_id",
+        RoomError::LegNotFound(_)
+        | RoomError::NotAPublisherLeg(_)
+        | RoomError::AlreadySubscribed { .. } => "rtc_id",
+        RoomError::DuplicateLeg(_) | RoomError::Storage(_) => return None,
     };
     let reason = match error {
         RoomError::InvalidField { reason, .. } | RoomError::InvalidCursor(reason) => reason.clone(),

@@ -565,16 +565,22 @@ async fn unknown_ids_are_404_by_resource() {
     let user_missing = |case: Case| {
         case.rejected(not_found, "user:error:not-found")
             .naming("USR-missing")
+            .invalid("user_id")
     };
     let member_missing = |case: Case| {
         case.rejected(not_found, "member:error:not-found")
             .naming("MEM-missing")
+            .invalid("member_id")
     };
-    let leg_missing =
-        |case: Case, leg: &str| case.rejected(not_found, "rtc:error:not-found").naming(leg);
+    let leg_missing = |case: Case, leg: &str| {
+        case.rejected(not_found, "rtc:error:not-found")
+            .naming(leg)
+            .invalid("rtc_id")
+    };
     let event_missing = |case: Case, event: &str| {
         case.rejected(not_found, "event:error:not-found")
             .naming(format!("event {event}"))
+            .invalid("event_id")
     };
 
     let mut cases = vec![

@@ -1017,12 +1017,29 @@ async fn event_log_records_every_change() {
     let view = node.get(&base, &admin).await;
     assert_eq!(view.body["sequence_number"], events.len());
 
-    // The listener saw the same log, and then the deletion.
+    // The listener saw the same log, then every active member leave, then the deletion.
+    let active = view.body["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter(|member| member["state"] != "LEFT")
+        .count();
+    assert!(
+        active > 0,
+        "the deletion should end at least one membership"
+    );
     let deleted = node.delete(&base, &admin).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    let mut expected: Vec<String> = event_types(&events).iter().map(|t| t.to_string()).collect();
-    expected.push("conversation:deleted".to_owned());
-    assert_eq!(recorder.types_of(&conversation), expected);
+    let received = recorder.types_of(&conversation);
+    let logged: Vec<String> = event_types(&events).iter().map(|t| t.to_string()).collect();
+    assert_eq!(received[..logged.len()], logged[..]);
+    let tail = &received[logged.len()..];
+    assert_eq!(
+        tail.last().map(String::as_str),
+        Some("conversation:deleted")
+    );
+    let left = tail.iter().filter(|kind| *kind == "member:left").count();
+    assert_eq!(left, active);
 }
 
 #[tokio::test]
