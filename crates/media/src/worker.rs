@@ -760,6 +760,7 @@ impl Worker {
         let (mut pc, rtcp_received) = leg::build_peer_connection(
             &self.settings,
             codecs::publisher_media_engine()?,
+            leg::Direction::Upstream,
             &ufrag,
             summary.dtls_role,
             now,
@@ -884,6 +885,7 @@ impl Worker {
         let (mut pc, rtcp_received) = leg::build_peer_connection(
             &self.settings,
             codecs::subscriber_media_engine(&engine_codecs)?,
+            leg::Direction::Downstream,
             &ufrag,
             summary.dtls_role,
             now,
