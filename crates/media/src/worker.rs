@@ -377,10 +377,15 @@ impl Worker {
     /// Sends every datagram the leg queued, binding the remote address to the leg the first
     /// time the leg's ICE agent responds to it.
     fn flush(&mut self, key: LegKey) -> Drained {
+        self.flush_until(key, Until::Empty)
+    }
+
+    fn flush_until(&mut self, key: LegKey, until: Until) -> Drained {
         let mut flushed = Drained::default();
         let Some(leg) = self.legs.get_mut(&key) else {
             return flushed;
         };
+        let stop_after_forwards = until == Until::ForwardsSent && leg.unsent_forwards > 0;
         let mut new_addresses = Vec::new();
         while let Some(datagram) = leg.pc.poll_write() {
             flushed.datagrams_sent += 1;
@@ -406,6 +411,9 @@ impl Worker {
                     let transit = Instant::now().saturating_duration_since(self.received_at);
                     histogram.observe(transit.as_secs_f64());
                 }
+                if stop_after_forwards && leg.unsent_forwards == 0 {
+                    break;
+                }
             }
         }
         // A copy the core did not queue must not be matched with a later packet's datagram.
@@ -425,7 +433,7 @@ impl Worker {
         pending.sort_unstable();
         pending.dedup();
         for key in pending.drain(..) {
-            self.flush(key);
+            self.flush_until(key, Until::ForwardsSent);
             self.schedule(key);
         }
         self.pending_flush = pending;
@@ -1224,6 +1232,23 @@ fn send(socket: &UdpSocket, stats: &mut MediaStats, datagram: &[u8], peer: Socke
         stats.send_errors += 1;
         trace!(%error, "media socket send failed");
     }
+}
+
+/// How far [`Worker::flush_until`] drains a leg's outbound datagrams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Until {
+    /// Until the core has nothing more to send.
+    Empty,
+    /// Until the forwarded copies written since the last flush are sent, or, for a leg with
+    /// none, until the core has nothing more to send.
+    ///
+    /// Every `poll_write` of `rtc` 0.21.1 walks the whole handler pipeline and interceptor
+    /// chain, so the last call, which finds nothing, repeats that walk for every leg that got a
+    /// copy. The first call already moves everything pending into the output queue, and
+    /// forwards add nothing but themselves, so a datagram left behind could only be one the
+    /// core queued on its own. The core does that only on an input or a timeout, and both
+    /// drain the leg with [`Until::Empty`].
+    ForwardsSent,
 }
 
 /// First byte of a DTLS alert record.
