@@ -102,6 +102,9 @@ pub(crate) struct Leg {
     pub(crate) ice_connected: bool,
     /// Forwarded RTP packets written to the peer connection and not yet sent on the socket.
     pub(crate) unsent_forwards: u32,
+    /// The deadline was read after a forwarded copy went out, so it includes the sender report
+    /// timer that the first outbound RTP packet arms.
+    pub(crate) forwarding_deadline_known: bool,
     /// Deadline last pushed to the worker's timer heap.
     pub(crate) deadline: Option<Instant>,
     /// Inbound RTCP packets that passed SRTCP authentication.

@@ -385,6 +385,7 @@ impl Worker {
         let Some(leg) = self.legs.get_mut(&key) else {
             return flushed;
         };
+        let had_forwards = leg.unsent_forwards > 0;
         let stop_after_forwards = until == Until::ForwardsSent && leg.unsent_forwards > 0;
         let mut new_addresses = Vec::new();
         while let Some(datagram) = leg.pc.poll_write() {
@@ -416,6 +417,7 @@ impl Worker {
                 }
             }
         }
+        flushed.forwards_sent = had_forwards && leg.unsent_forwards == 0;
         // A copy the core did not queue must not be matched with a later packet's datagram.
         leg.unsent_forwards = 0;
         for peer in new_addresses {
@@ -433,7 +435,19 @@ impl Worker {
         pending.sort_unstable();
         pending.dedup();
         for key in pending.drain(..) {
-            self.flush_until(key, Until::ForwardsSent);
+            let flushed = self.flush_until(key, Until::ForwardsSent);
+            let Some(leg) = self.legs.get_mut(&key) else {
+                continue;
+            };
+            // Reading the deadline walks every handler of the leg. In `rtc` 0.21.1 the only
+            // timer an outbound RTP packet can arm is the sender report's, on the first one,
+            // so later forwards leave the deadline where it was.
+            if flushed.forwards_sent {
+                if leg.forwarding_deadline_known {
+                    continue;
+                }
+                leg.forwarding_deadline_known = true;
+            }
             self.schedule(key);
         }
         self.pending_flush = pending;
@@ -847,6 +861,7 @@ impl Worker {
             connected: false,
             ice_connected: false,
             unsent_forwards: 0,
+            forwarding_deadline_known: false,
             deadline: None,
             rtcp_received,
             role: Role::Publisher(Publisher {
@@ -984,6 +999,7 @@ impl Worker {
             connected: false,
             ice_connected: false,
             unsent_forwards: 0,
+            forwarding_deadline_known: false,
             deadline: None,
             rtcp_received,
             role: Role::Subscriber(Subscriber {
@@ -1259,6 +1275,8 @@ const DTLS_ALERT: u8 = 21;
 struct Drained {
     rtp_packets: usize,
     datagrams_sent: usize,
+    /// Every forwarded copy written since the last flush went out.
+    forwards_sent: bool,
     /// A DTLS alert went out: the core is closing the DTLS transport.
     alert_sent: bool,
 }
