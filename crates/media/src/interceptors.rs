@@ -1,11 +1,16 @@
-//! The interceptor the worker adds to every leg's chain, twice.
+//! The interceptor the worker adds to every leg's chain.
 //!
 //! The `rtc` interceptor chain ends in a terminus that drops inbound RTCP unless a packet carries
-//! `Attribute::DeliverToApplication`. On the application side, an [`RtcpTap`] lets PLI and FIR from
-//! subscribers through, because the worker relays them to the publisher. Reports and NACKs stay
-//! inside the chain. On the wire side, another counts the RTCP that passed SRTCP authentication,
-//! because the core drops what fails it without any other trace, and the NACKs among it, because
-//! the NACK responder consumes them.
+//! `Attribute::DeliverToApplication`. The [`RtcpTap`] sits on the wire side of every built-in
+//! interceptor and does three things to inbound RTCP. It counts the packets that passed SRTCP
+//! authentication, because the core drops what fails it without any other trace. It counts the
+//! NACKs among them, because the NACK responder consumes them. And it marks compound packets
+//! holding a PLI or FIR for delivery, because the worker relays those to the publisher. No
+//! interceptor of `rtc` 0.21.1 drops inbound RTCP or its attributes before the terminus, so the
+//! mark made here reaches it. Reports and NACKs stay inside the chain.
+//!
+//! One tap rather than a counter and a separate marker: every interceptor in the chain costs each
+//! outbound packet a push and a pop of the whole message, on the path every forwarded copy takes.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,52 +24,31 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
-/// Position of the keyframe request tap: on the application side of every built-in interceptor.
-pub(crate) const KEYFRAME_REQUEST_SLOT: usize = 14_000;
-/// Position of the counting tap: on the wire side of every built-in interceptor, before any of
-/// them consumes a report.
-pub(crate) const RTCP_COUNTER_SLOT: usize = 500;
-
-/// Action of a tap on inbound RTCP. Every packet passes on unchanged otherwise.
-enum Tap {
-    /// Marks compound packets holding a PLI or FIR for delivery to the worker.
-    KeyframeRequests,
-    /// Counts inbound RTCP packets in `rtcp`, and the generic NACKs they carry in `nacks`.
-    Count {
-        rtcp: Arc<AtomicU64>,
-        nacks: Arc<AtomicU64>,
-    },
-}
+/// Position of the tap: on the wire side of every built-in interceptor, before any of them
+/// consumes a report.
+pub(crate) const RTCP_TAP_SLOT: usize = 500;
 
 pub(crate) struct RtcpTap {
-    tap: Tap,
+    /// Inbound RTCP packets of this leg.
+    rtcp: Arc<AtomicU64>,
+    /// Generic NACKs received, shared by the taps of every leg.
+    nacks: Arc<AtomicU64>,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
 
 impl RtcpTap {
-    fn new(tap: Tap) -> RtcpTap {
-        RtcpTap {
-            tap,
-            read_queue: VecDeque::new(),
-            write_queue: VecDeque::new(),
-        }
-    }
-
-    /// Creates the tap that lets keyframe requests through to the worker.
-    pub(crate) fn keyframe_requests() -> RtcpTap {
-        RtcpTap::new(Tap::KeyframeRequests)
-    }
-
-    /// Creates a counting tap that adds NACKs to `nacks`, and returns it with the RTCP count it
+    /// Creates a tap that adds NACKs to `nacks`, and returns it with the leg's RTCP count it
     /// increments.
-    pub(crate) fn counter(nacks: Arc<AtomicU64>) -> (RtcpTap, Arc<AtomicU64>) {
+    pub(crate) fn new(nacks: Arc<AtomicU64>) -> (RtcpTap, Arc<AtomicU64>) {
         let rtcp = Arc::new(AtomicU64::new(0));
-        let tap = Tap::Count {
+        let tap = RtcpTap {
             rtcp: Arc::clone(&rtcp),
             nacks,
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
         };
-        (RtcpTap::new(tap), rtcp)
+        (tap, rtcp)
     }
 }
 
@@ -86,24 +70,18 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        match &self.tap {
-            Tap::KeyframeRequests => {
-                if is_keyframe_request(&msg.message.packet) {
-                    msg.message.add(Attribute::DeliverToApplication);
-                }
+        if let Packet::Rtcp(list) = &msg.message.packet {
+            // One thread writes and reads the counts, so no ordering is needed.
+            self.rtcp.fetch_add(1, Ordering::Relaxed);
+            let nack_count = list
+                .iter()
+                .filter(|packet| packet.as_any().is::<TransportLayerNack>())
+                .count();
+            if nack_count > 0 {
+                self.nacks.fetch_add(nack_count as u64, Ordering::Relaxed);
             }
-            Tap::Count { rtcp, nacks } => {
-                if let Packet::Rtcp(list) = &msg.message.packet {
-                    // One thread writes and reads the counts, so no ordering is needed.
-                    rtcp.fetch_add(1, Ordering::Relaxed);
-                    let nack_count = list
-                        .iter()
-                        .filter(|packet| packet.as_any().is::<TransportLayerNack>())
-                        .count();
-                    if nack_count > 0 {
-                        nacks.fetch_add(nack_count as u64, Ordering::Relaxed);
-                    }
-                }
+            if is_keyframe_request(&msg.message.packet) {
+                msg.message.add(Attribute::DeliverToApplication);
             }
         }
         self.read_queue.push_back(msg);

@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 use router::{MediaKind, SubscriptionId, TrackId};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::rand::generate_pwd;
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::{
+    NackGeneratorBuilder, NackResponderBuilder, ReceiverReportBuilder, Registry,
+    SenderReportBuilder, Slot, TwccReceiverBuilder,
+};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -21,10 +24,14 @@ use rtc::peer_connection::transport::{
 };
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    TYPE_RTCP_FB_NACK, TYPE_RTCP_FB_TRANSPORT_CC,
+};
+use rtc::sdp::extmap::TRANSPORT_CC_URI;
 
 use crate::demux::LegKey;
-use crate::interceptors::{self, RtcpTap};
+use crate::interceptors::{RTCP_TAP_SLOT, RtcpTap};
 use crate::{LegId, MediaError};
 
 /// Settings every new peer connection is built with.
@@ -33,7 +40,7 @@ pub(crate) struct LegSettings {
     pub(crate) announced_address: SocketAddr,
     pub(crate) ice_disconnected_timeout: Duration,
     pub(crate) ice_failed_timeout: Duration,
-    /// NACKs received on every leg, shared by their counting taps.
+    /// NACKs received on every leg, shared by their RTCP taps.
     pub(crate) nacks_received: Arc<AtomicU64>,
 }
 
@@ -95,6 +102,9 @@ pub(crate) struct Leg {
     pub(crate) ice_connected: bool,
     /// Forwarded RTP packets written to the peer connection and not yet sent on the socket.
     pub(crate) unsent_forwards: u32,
+    /// The deadline was read after a forwarded copy went out, so it includes the sender report
+    /// timer that the first outbound RTP packet arms.
+    pub(crate) forwarding_deadline_known: bool,
     /// Deadline last pushed to the worker's timer heap.
     pub(crate) deadline: Option<Instant>,
     /// Inbound RTCP packets that passed SRTCP authentication.
@@ -118,11 +128,21 @@ impl Leg {
     }
 }
 
+/// Which way media flows on a leg, which decides the interceptors its peer connection gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// The peer publishes: the node receives RTP and sends only RTCP.
+    Upstream,
+    /// The peer subscribes: the node sends RTP and receives only RTCP.
+    Downstream,
+}
+
 /// Builds an ICE-lite peer connection whose ICE ufrag is set in advance, so the demultiplexer
 /// can route the first binding request to it.
 pub(crate) fn build_peer_connection(
     settings: &LegSettings,
     mut engine: MediaEngine,
+    direction: Direction,
     ufrag: &str,
     dtls_role: RTCDtlsRole,
     now: Instant,
@@ -142,14 +162,9 @@ pub(crate) fn build_peer_connection(
             None,
         )
         .build();
-    let registry = register_default_interceptors(Registry::new(), &mut engine)
-        .map_err(|e| MediaError::Rtc(format!("configuring interceptors: {e}")))?
-        .with(
-            Slot::from(interceptors::KEYFRAME_REQUEST_SLOT),
-            RtcpTap::keyframe_requests(),
-        );
-    let (rtcp_counter, rtcp_received) = RtcpTap::counter(Arc::clone(&settings.nacks_received));
-    let registry = registry.with(Slot::from(interceptors::RTCP_COUNTER_SLOT), rtcp_counter);
+    register_feedback_and_extensions(&mut engine)?;
+    let (tap, rtcp_received) = RtcpTap::new(Arc::clone(&settings.nacks_received));
+    let registry = interceptors_for(direction).with(Slot::from(RTCP_TAP_SLOT), tap);
     let pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(engine)
@@ -158,6 +173,62 @@ pub(crate) fn build_peer_connection(
         .build(now)
         .map_err(|e| MediaError::Rtc(format!("building peer connection: {e}")))?;
     Ok((pc, rtcp_received))
+}
+
+/// Registers the RTCP feedback and header extensions that `rtc` 0.21.1's
+/// `register_default_interceptors` registers, so SDP answers keep the lines the default chain
+/// gave them: NACK and PLI for video, the mid and stream id extensions for video, and
+/// transport-wide congestion control for both kinds.
+fn register_feedback_and_extensions(engine: &mut MediaEngine) -> Result<(), MediaError> {
+    for parameter in ["", "pli"] {
+        engine.register_feedback(
+            RTCPFeedback {
+                typ: TYPE_RTCP_FB_NACK.to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    configure_simulcast_extension_headers(engine)
+        .map_err(|e| MediaError::Rtc(format!("registering the mid extension: {e}")))?;
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        engine.register_feedback(
+            RTCPFeedback {
+                typ: TYPE_RTCP_FB_TRANSPORT_CC.to_owned(),
+                parameter: String::new(),
+            },
+            kind,
+        );
+        engine
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: TRANSPORT_CC_URI.to_owned(),
+                },
+                kind,
+                None,
+            )
+            .map_err(|e| MediaError::Rtc(format!("registering transport-cc: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Returns the built-in interceptors a leg needs, each only where it has packets to act on.
+///
+/// Every interceptor in a chain costs each outbound packet a push and a pop of the whole message,
+/// and a subscriber leg's chain carries every forwarded copy. The receive-side interceptors (NACK
+/// generator, TWCC feedback, receiver reports) act only on inbound RTP, which a subscriber leg
+/// never gets, and the send-side ones (NACK responder, sender reports) act only on outbound RTP,
+/// which a publisher leg never sends.
+fn interceptors_for(direction: Direction) -> Registry {
+    match direction {
+        Direction::Upstream => Registry::new()
+            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+            .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
+        Direction::Downstream => Registry::new()
+            .with(Slot::NackResponder, NackResponderBuilder::new().build())
+            .with(Slot::SenderReport, SenderReportBuilder::new().build()),
+    }
 }
 
 /// Parses an offer and applies it as the remote description.
@@ -211,4 +282,39 @@ pub(crate) fn complete_answer(
     pc.local_description()
         .map(|description| description.sdp)
         .ok_or_else(|| MediaError::Rtc("the answer has no local description".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interceptor_names(direction: Direction) -> Vec<String> {
+        interceptors_for(direction)
+            .slots()
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect()
+    }
+
+    #[test]
+    fn upstream_chain_has_receive_side_interceptors() {
+        let names = interceptor_names(Direction::Upstream);
+        assert_eq!(
+            names,
+            [
+                "NackGeneratorInterceptor",
+                "TwccReceiverInterceptor",
+                "ReceiverReportInterceptor"
+            ]
+        );
+    }
+
+    #[test]
+    fn downstream_chain_has_send_side_interceptors() {
+        let names = interceptor_names(Direction::Downstream);
+        assert_eq!(
+            names,
+            ["NackResponderInterceptor", "SenderReportInterceptor"]
+        );
+    }
 }

@@ -377,10 +377,16 @@ impl Worker {
     /// Sends every datagram the leg queued, binding the remote address to the leg the first
     /// time the leg's ICE agent responds to it.
     fn flush(&mut self, key: LegKey) -> Drained {
+        self.flush_until(key, Until::Empty)
+    }
+
+    fn flush_until(&mut self, key: LegKey, until: Until) -> Drained {
         let mut flushed = Drained::default();
         let Some(leg) = self.legs.get_mut(&key) else {
             return flushed;
         };
+        let had_forwards = leg.unsent_forwards > 0;
+        let stop_after_forwards = until == Until::ForwardsSent && leg.unsent_forwards > 0;
         let mut new_addresses = Vec::new();
         while let Some(datagram) = leg.pc.poll_write() {
             flushed.datagrams_sent += 1;
@@ -406,8 +412,12 @@ impl Worker {
                     let transit = Instant::now().saturating_duration_since(self.received_at);
                     histogram.observe(transit.as_secs_f64());
                 }
+                if stop_after_forwards && leg.unsent_forwards == 0 {
+                    break;
+                }
             }
         }
+        flushed.forwards_sent = had_forwards && leg.unsent_forwards == 0;
         // A copy the core did not queue must not be matched with a later packet's datagram.
         leg.unsent_forwards = 0;
         for peer in new_addresses {
@@ -425,7 +435,19 @@ impl Worker {
         pending.sort_unstable();
         pending.dedup();
         for key in pending.drain(..) {
-            self.flush(key);
+            let flushed = self.flush_until(key, Until::ForwardsSent);
+            let Some(leg) = self.legs.get_mut(&key) else {
+                continue;
+            };
+            // Reading the deadline walks every handler of the leg. In `rtc` 0.21.1 the only
+            // timer an outbound RTP packet can arm is the sender report's, on the first one,
+            // so later forwards leave the deadline where it was.
+            if flushed.forwards_sent {
+                if leg.forwarding_deadline_known {
+                    continue;
+                }
+                leg.forwarding_deadline_known = true;
+            }
             self.schedule(key);
         }
         self.pending_flush = pending;
@@ -760,6 +782,7 @@ impl Worker {
         let (mut pc, rtcp_received) = leg::build_peer_connection(
             &self.settings,
             codecs::publisher_media_engine()?,
+            leg::Direction::Upstream,
             &ufrag,
             summary.dtls_role,
             now,
@@ -838,6 +861,7 @@ impl Worker {
             connected: false,
             ice_connected: false,
             unsent_forwards: 0,
+            forwarding_deadline_known: false,
             deadline: None,
             rtcp_received,
             role: Role::Publisher(Publisher {
@@ -884,6 +908,7 @@ impl Worker {
         let (mut pc, rtcp_received) = leg::build_peer_connection(
             &self.settings,
             codecs::subscriber_media_engine(&engine_codecs)?,
+            leg::Direction::Downstream,
             &ufrag,
             summary.dtls_role,
             now,
@@ -974,6 +999,7 @@ impl Worker {
             connected: false,
             ice_connected: false,
             unsent_forwards: 0,
+            forwarding_deadline_known: false,
             deadline: None,
             rtcp_received,
             role: Role::Subscriber(Subscriber {
@@ -1224,6 +1250,23 @@ fn send(socket: &UdpSocket, stats: &mut MediaStats, datagram: &[u8], peer: Socke
     }
 }
 
+/// How far [`Worker::flush_until`] drains a leg's outbound datagrams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Until {
+    /// Until the core has nothing more to send.
+    Empty,
+    /// Until the forwarded copies written since the last flush are sent, or, for a leg with
+    /// none, until the core has nothing more to send.
+    ///
+    /// Every `poll_write` of `rtc` 0.21.1 walks the whole handler pipeline and interceptor
+    /// chain, so the last call, which finds nothing, repeats that walk for every leg that got a
+    /// copy. The first call already moves everything pending into the output queue, and
+    /// forwards add nothing but themselves, so a datagram left behind could only be one the
+    /// core queued on its own. The core does that only on an input or a timeout, and both
+    /// drain the leg with [`Until::Empty`].
+    ForwardsSent,
+}
+
 /// First byte of a DTLS alert record.
 const DTLS_ALERT: u8 = 21;
 
@@ -1232,6 +1275,8 @@ const DTLS_ALERT: u8 = 21;
 struct Drained {
     rtp_packets: usize,
     datagrams_sent: usize,
+    /// Every forwarded copy written since the last flush went out.
+    forwards_sent: bool,
     /// A DTLS alert went out: the core is closing the DTLS transport.
     alert_sent: bool,
 }
