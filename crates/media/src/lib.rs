@@ -62,7 +62,15 @@ pub struct MediaConfig {
     /// Histogram of the time from a datagram's receive to the send of each forwarded copy of
     /// its RTP packet, in seconds. `None` skips the measurement and its clock reads.
     pub packet_transit: Option<prometheus::Histogram>,
+    /// Receive and send buffer size requested for the media socket, in bytes. One socket
+    /// carries every leg, so a burst (keyframes of many publishers, the worker briefly off its
+    /// core) must fit in it. Linux caps the request at `net.core.rmem_max` and `wmem_max`.
+    pub socket_buffer_bytes: usize,
 }
+
+/// Default size of the media socket's buffers: 4 MiB. Linux doubles it for its own accounting,
+/// which we estimate at about 2.3 KB per 1,200-byte datagram, so about 3,500 datagrams fit.
+pub const DEFAULT_SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 impl Default for MediaConfig {
     fn default() -> Self {
@@ -73,6 +81,7 @@ impl Default for MediaConfig {
             ice_disconnected_timeout: Duration::from_secs(5),
             ice_failed_timeout: Duration::from_secs(25),
             packet_transit: None,
+            socket_buffer_bytes: DEFAULT_SOCKET_BUFFER_BYTES,
         }
     }
 }

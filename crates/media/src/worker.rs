@@ -101,10 +101,7 @@ impl Worker {
                 )));
             }
         }
-        let socket = UdpSocket::bind(config.bind).map_err(|source| MediaError::Bind {
-            address: config.bind,
-            source,
-        })?;
+        let socket = bind_socket(config.bind, config.socket_buffer_bytes)?;
         let local_addr = socket.local_addr().map_err(|source| MediaError::Bind {
             address: config.bind,
             source,
@@ -1349,4 +1346,41 @@ fn published_track(
         fir_sequence_number: 0,
         started: false,
     }
+}
+
+/// Binds the nonblocking media socket with the requested buffer sizes, and logs the sizes the
+/// kernel granted, which may be smaller.
+fn bind_socket(address: SocketAddr, buffer_bytes: usize) -> Result<UdpSocket, MediaError> {
+    let bind_error = |source| MediaError::Bind { address, source };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .map_err(bind_error)?;
+    socket
+        .set_recv_buffer_size(buffer_bytes)
+        .map_err(bind_error)?;
+    socket
+        .set_send_buffer_size(buffer_bytes)
+        .map_err(bind_error)?;
+    socket.set_nonblocking(true).map_err(bind_error)?;
+    socket.bind(&address.into()).map_err(bind_error)?;
+
+    // Linux doubles the requested size for its own accounting and caps the request at
+    // net.core.rmem_max and wmem_max, so what it reports is not what was asked for.
+    let granted_receive = socket.recv_buffer_size().unwrap_or_default();
+    let granted_send = socket.send_buffer_size().unwrap_or_default();
+    if granted_receive < buffer_bytes || granted_send < buffer_bytes {
+        warn!(
+            requested = buffer_bytes,
+            granted_receive,
+            granted_send,
+            "the media socket got smaller buffers than requested: raise net.core.rmem_max and \
+             net.core.wmem_max, or lower media.socket_buffer_bytes"
+        );
+    } else {
+        info!(granted_receive, granted_send, "media socket buffers set");
+    }
+    Ok(UdpSocket::from_std(socket.into()))
 }

@@ -165,7 +165,9 @@ async fn wrong_method_is_405_json() {
 #[tokio::test]
 async fn draining_node_rejects_new_work() {
     let node = TestNode::start();
-    node.create_user("alice").await;
+    let alice = node.create_user("alice").await;
+    let conversation = node.create_conversation().await;
+    let bob = node.add_member(&conversation, "bob", "invite").await;
     node.state.start_draining();
 
     let readyz = node.call(Method::GET, "/readyz", None, None).await;
@@ -178,8 +180,33 @@ async fn draining_node_rejects_new_work() {
         .await;
     assert_eq!(create.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(create.code(), "system:error:draining");
+    let join = node
+        .put(
+            &format!("/v0.1/conversations/{conversation}/members/{bob}"),
+            &node.admin(),
+            json!({ "action": "join" }),
+        )
+        .await;
+    assert_eq!(join.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(join.code(), "system:error:draining");
+    let rename = node
+        .put(
+            &format!("/v0.1/users/{alice}"),
+            &node.admin(),
+            json!({ "name": "alicia" }),
+        )
+        .await;
+    assert_eq!(rename.status, StatusCode::SERVICE_UNAVAILABLE);
+
     let list = node.get("/v0.1/users", &node.admin()).await;
     assert_eq!(list.status, StatusCode::OK);
+    let leave = node
+        .delete(
+            &format!("/v0.1/conversations/{conversation}/members/{bob}"),
+            &node.admin(),
+        )
+        .await;
+    assert_eq!(leave.status, StatusCode::OK);
 }
 
 #[tokio::test]

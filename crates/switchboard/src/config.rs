@@ -75,6 +75,8 @@ pub struct MediaSettings {
     pub ice_disconnected_timeout_ms: u64,
     /// Further time without checks after which the leg is closed, in milliseconds.
     pub ice_failed_timeout_ms: u64,
+    /// Receive and send buffer size requested for the media socket, in bytes.
+    pub socket_buffer_bytes: usize,
 }
 
 impl Default for MediaSettings {
@@ -86,6 +88,7 @@ impl Default for MediaSettings {
             keyframe_request_interval_ms: millis(defaults.keyframe_request_interval),
             ice_disconnected_timeout_ms: millis(defaults.ice_disconnected_timeout),
             ice_failed_timeout_ms: millis(defaults.ice_failed_timeout),
+            socket_buffer_bytes: defaults.socket_buffer_bytes,
         }
     }
 }
@@ -103,6 +106,7 @@ impl MediaSettings {
             ice_disconnected_timeout: Duration::from_millis(self.ice_disconnected_timeout_ms),
             ice_failed_timeout: Duration::from_millis(self.ice_failed_timeout_ms),
             packet_transit: None,
+            socket_buffer_bytes: self.socket_buffer_bytes,
         }
     }
 }
@@ -360,6 +364,12 @@ pub const SETTINGS: &[SettingDoc] = &[
         key: "media.ice_failed_timeout_ms",
         description: "further time without ICE checks before a leg is closed, in ms \
                       [default: 25000]",
+        is_text: false,
+    },
+    SettingDoc {
+        key: "media.socket_buffer_bytes",
+        description: "receive and send buffer of the media socket, in bytes; Linux caps it at \
+                      net.core.rmem_max and wmem_max [default: 4194304]",
         is_text: false,
     },
     SettingDoc {

@@ -113,7 +113,10 @@ async fn authenticate(
         caller.check_path(path)?;
     }
 
-    if state.is_draining() && request.method() == Method::POST {
+    // A draining node takes no new work: nothing is created (POST) or joined and renamed
+    // (PUT). Reads and DELETE still work, so clients can leave and clean up.
+    let new_work = matches!(*request.method(), Method::POST | Method::PUT);
+    if state.is_draining() && new_work {
         return Err(ApiError::Draining);
     }
 
