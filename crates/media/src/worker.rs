@@ -1367,11 +1367,12 @@ fn bind_socket(address: SocketAddr, buffer_bytes: usize) -> Result<UdpSocket, Me
     socket.set_nonblocking(true).map_err(bind_error)?;
     socket.bind(&address.into()).map_err(bind_error)?;
 
-    // Linux doubles the requested size for its own accounting and caps the request at
-    // net.core.rmem_max and wmem_max, so what it reports is not what was asked for.
+    // Linux caps the request at net.core.rmem_max and wmem_max and then doubles it for its own
+    // accounting, so a request was granted in full when the reported size is twice as large.
     let granted_receive = socket.recv_buffer_size().unwrap_or_default();
     let granted_send = socket.send_buffer_size().unwrap_or_default();
-    if granted_receive < buffer_bytes || granted_send < buffer_bytes {
+    let full = buffer_bytes.saturating_mul(2);
+    if granted_receive < full || granted_send < full {
         warn!(
             requested = buffer_bytes,
             granted_receive,
