@@ -208,7 +208,7 @@ pub(crate) struct ErrorBody {
     code: &'static str,
     /// The HTTP status text.
     title: &'static str,
-    /// What failed, on which value, and what to do next.
+    /// The failure, the value it is about, and the next step.
     detail: String,
     /// The request fields that failed validation: for a 400, and for a 409 or 413 that one
     /// field caused.
@@ -253,7 +253,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The request field a room error is about, for the errors that one field causes.
+/// Finds the request field a room error is about, for the errors that one field causes.
 fn room_parameter(error: &RoomError) -> Option<InvalidParameter> {
     let name = match error {
         RoomError::InvalidField { field, .. } => field,

@@ -65,7 +65,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The REST routes, relative to the API base. Each handler is registered through its
+/// Builds the REST routes, relative to the API base. Each handler is registered through its
 /// `#[utoipa::path]` attribute, which also puts it in the OpenAPI document.
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base_document())
