@@ -682,6 +682,7 @@ mod tests {
             ("media.keyframe_request_interval_ms", "500"),
             ("media.ice_disconnected_timeout_ms", "1000"),
             ("media.ice_failed_timeout_ms", "2000"),
+            ("media.socket_buffer_bytes", "1048576"),
             ("auth.secret", "0123456789abcdef0123456789abcdef"),
             ("auth.application_id", "0042"),
             ("auth.public_key", "keys/application.pub.pem"),
@@ -733,6 +734,7 @@ mod tests {
             assert_eq!(config.media.keyframe_request_interval_ms, 500);
             assert_eq!(config.media.ice_disconnected_timeout_ms, 1000);
             assert_eq!(config.media.ice_failed_timeout_ms, 2000);
+            assert_eq!(config.media.socket_buffer_bytes, 1_048_576);
             assert_eq!(
                 config.auth.secret.expose(),
                 "0123456789abcdef0123456789abcdef"
