@@ -111,7 +111,15 @@ fn user_names_are_unique() {
 #[test]
 fn user_name_validation() {
     let registry = Registry::new();
-    for name in ["", "   ", "bad\nname", &"x".repeat(MAX_NAME_LENGTH + 1)] {
+    let too_long = "x".repeat(MAX_NAME_LENGTH + 1);
+    for name in [
+        "",
+        "   ",
+        "bad\nname",
+        "alice ",
+        " alice",
+        too_long.as_str(),
+    ] {
         let result = registry.create_user(NewUser {
             name: name.to_owned(),
             display_name: None,

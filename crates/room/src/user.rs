@@ -27,7 +27,8 @@ pub struct NewUser {
 }
 
 /// Checks a name or display name: 1 to [`MAX_NAME_LENGTH`] characters, not only whitespace,
-/// and no control characters, which would corrupt logs and headers.
+/// no whitespace at either end, and no control characters, which would corrupt logs and
+/// headers.
 pub(crate) fn validate_name(field: &'static str, value: &str) -> Result<(), RoomError> {
     let invalid = |reason: &str| RoomError::InvalidField {
         field,
@@ -44,6 +45,10 @@ pub(crate) fn validate_name(field: &'static str, value: &str) -> Result<(), Room
     }
     if value.chars().any(char::is_control) {
         return Err(invalid("must not contain control characters"));
+    }
+    // "alice" and "alice " would otherwise be two users that look the same in every list.
+    if value.trim() != value {
+        return Err(invalid("must not start or end with whitespace"));
     }
     Ok(())
 }
