@@ -171,6 +171,16 @@ pub enum Order {
     Desc,
 }
 
+impl Order {
+    /// Returns the order as query parameters spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Order::Asc => "asc",
+            Order::Desc => "desc",
+        }
+    }
+}
+
 /// A window of the event log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventQuery {

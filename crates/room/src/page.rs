@@ -67,7 +67,7 @@ pub struct EventPage {
     pub events: Vec<Event>,
     /// The query of the following page in the same order, `None` at the end of the log.
     pub next: Option<EventQuery>,
-    /// The query of the preceding page in the same order, `None` at the start. It asks for
+    /// The query of the preceding page in the same order, `None` at the start. It requests
     /// fewer events than this page did when fewer precede this page.
     pub prev: Option<EventQuery>,
 }
@@ -88,13 +88,6 @@ impl Direction {
     }
 }
 
-fn order_str(order: Order) -> &'static str {
-    match order {
-        Order::Asc => "asc",
-        Order::Desc => "desc",
-    }
-}
-
 /// Checks a page size: 1 to [`MAX_PAGE_SIZE`].
 pub(crate) fn check_page_size(page_size: usize) -> Result<(), RoomError> {
     if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
@@ -109,7 +102,7 @@ pub(crate) fn check_page_size(page_size: usize) -> Result<(), RoomError> {
 fn encode_cursor(list: &str, order: Order, direction: Direction, seq: u64) -> String {
     let text = format!(
         "{CURSOR_VERSION}|{list}|{}|{}|{seq}",
-        order_str(order),
+        order.as_str(),
         direction.as_str()
     );
     URL_SAFE_NO_PAD.encode(text)
@@ -140,10 +133,10 @@ fn decode_cursor(cursor: &str, list: &str, order: Order) -> Result<(Direction, u
     if cursor_list != list {
         return Err(invalid("made for another list"));
     }
-    if cursor_order != order_str(order) {
+    if cursor_order != order.as_str() {
         return Err(invalid(&format!(
             "made for order {cursor_order}, not {}",
-            order_str(order)
+            order.as_str()
         )));
     }
     let direction = match direction {

@@ -85,7 +85,7 @@ pub(crate) fn cursor_links(
     let href = |cursor: Option<&str>| {
         let mut parameters = vec![
             ("page_size", request.page_size.to_string()),
-            ("order", order_str(request.order).to_owned()),
+            ("order", request.order.as_str().to_owned()),
         ];
         if let Some(cursor) = cursor {
             parameters.push(("cursor", cursor.to_owned()));
@@ -102,13 +102,6 @@ pub(crate) fn cursor_links(
         prev: prev.map(|cursor| Link {
             href: href(Some(cursor)),
         }),
-    }
-}
-
-pub(crate) fn order_str(order: Order) -> &'static str {
-    match order {
-        Order::Asc => "asc",
-        Order::Desc => "desc",
     }
 }
 

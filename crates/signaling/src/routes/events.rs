@@ -18,7 +18,7 @@ use crate::auth::Caller;
 use crate::convert::{media_kind, media_leg};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::paging::{Link, PageLinks, check_page_size, order_str, page_href};
+use crate::paging::{Link, PageLinks, check_page_size, page_href};
 use crate::state::AppState;
 use crate::views::{
     EventView, EventsEmbedded, EventsPage, PostedEventView, conversation_href, event_href,
@@ -205,7 +205,7 @@ fn window_href(path: &str, window: &EventQuery) -> String {
         parameters.push(("end_id", end_id.to_string()));
     }
     parameters.push(("page_size", window.page_size.to_string()));
-    parameters.push(("order", order_str(window.order).to_owned()));
+    parameters.push(("order", window.order.as_str().to_owned()));
     page_href(path, &parameters)
 }
 
