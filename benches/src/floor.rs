@@ -1,10 +1,10 @@
 //! The floor of forwarding: what any SFU must spend on one forwarded packet.
 //!
 //! A forwarded copy must at least be SRTP-protected with the subscriber's keys and handed to the
-//! kernel. This module measures exactly that on the current machine: protecting a 1,200-byte
-//! RTP packet with the `rtc` 0.21.1 SRTP context (the code the node itself runs), then sending it
-//! with a nonblocking `mio` `UdpSocket::send_to` on loopback, as the node's media worker does,
-//! to a socket that a second thread drains.
+//! kernel. This module measures exactly that on the current machine. It protects a 1,200-byte
+//! RTP packet with the `rtc` 0.21.1 SRTP context, the code the node itself runs. Then it sends
+//! the packet with a nonblocking `mio` `UdpSocket::send_to` on loopback, as the node's media
+//! worker does, to a socket that a second thread drains.
 //!
 //! Which profile a leg negotiates: the `rtc` DTLS server picks the first profile of the
 //! client's `use_srtp` list that it supports. The `webrtc` 0.21.1 client, like `rtc` itself,

@@ -18,8 +18,9 @@ pub enum Scenario {
     /// Audio only: `--publishers` members publish, every member subscribes to every publisher
     /// other than itself.
     Audio,
-    /// One host publishes audio and video; `--members` members each join, publish, subscribe
-    /// to the host, stay `--hold` seconds and leave, over and over until `--duration` ends.
+    /// One host publishes audio and video. Each of `--members` members joins, publishes,
+    /// subscribes to the host, stays `--hold` seconds and leaves, over and over until
+    /// `--duration` ends.
     Churn,
 }
 

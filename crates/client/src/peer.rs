@@ -446,8 +446,8 @@ impl Peer {
         self.reports.sender_reports.load(Ordering::SeqCst)
     }
 
-    /// The SRTP protection profile the leg negotiated, as `rtc` statistics name it (for example
-    /// `SRTP_AEAD_AES_128_GCM`); `None` before DTLS completes.
+    /// Returns the SRTP protection profile the leg negotiated, as `rtc` statistics name it (for
+    /// example `SRTP_AEAD_AES_128_GCM`), or `None` before DTLS completes.
     pub async fn srtp_cipher(&self) -> Option<String> {
         let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
         report

@@ -177,7 +177,7 @@ pub(crate) fn build_peer_connection(
 
 /// Registers the RTCP feedback and header extensions that `rtc` 0.21.1's
 /// `register_default_interceptors` registers, so SDP answers keep the lines the default chain
-/// gave them: NACK and PLI for video, the mid and stream id extensions for video, and
+/// gave them. These are NACK and PLI for video, the mid and stream id extensions for video, and
 /// transport-wide congestion control for both kinds.
 fn register_feedback_and_extensions(engine: &mut MediaEngine) -> Result<(), MediaError> {
     for parameter in ["", "pli"] {

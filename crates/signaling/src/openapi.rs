@@ -68,9 +68,9 @@ impl Modify for Security {
     }
 }
 
-/// Gives every operation a `default` response with the error body, because every request can
-/// fail with one of the errors in [`crate::ApiError`] (a bad token, a malformed body, a
-/// draining node), and listing all of them on every path would bury the ones that matter.
+/// Gives every operation a `default` response with the error body. Every request can fail with
+/// one of the errors in [`crate::ApiError`], such as a bad token, a malformed body or a draining
+/// node, and listing all of them on every path would bury the ones that matter.
 struct ErrorResponses;
 
 impl Modify for ErrorResponses {

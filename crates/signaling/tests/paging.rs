@@ -370,7 +370,7 @@ async fn cursor_survives_deleted_item() {
     assert_eq!(ids(&second, fixture.key), fixture.ids[2..4]);
 }
 
-/// A conversation whose log has `count` events: `conversation:created`, `member:joined` and
+/// Creates a conversation whose log has `count` events: `conversation:created`, `member:joined` and
 /// custom events.
 async fn conversation_with_events(node: &TestNode, count: u64) -> String {
     let conversation = node.create_conversation().await;

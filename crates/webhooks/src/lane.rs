@@ -286,7 +286,7 @@ async fn drain(response: &mut Response) {
     }
 }
 
-/// The `Retry-After` header in its delta-seconds form. The HTTP-date form is ignored.
+/// Reads the `Retry-After` header in its delta-seconds form. The HTTP-date form is ignored.
 fn retry_after(response: &Response) -> Option<Duration> {
     let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?;
     let seconds = value.trim().parse::<u64>().ok()?;

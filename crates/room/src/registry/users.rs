@@ -180,7 +180,7 @@ impl Registry {
     }
 }
 
-/// What a user's deletion changed in its conversations.
+/// The changes a user's deletion made in its conversations.
 #[derive(Default)]
 struct Changes {
     batch: Vec<Write>,

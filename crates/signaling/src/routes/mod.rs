@@ -159,8 +159,8 @@ where
     }
 }
 
-/// Names the path parameter a rejection is about (`path` when it is about none) and says what
-/// is wrong with it. `names` are the route's parameter names in path order.
+/// Names the path parameter a rejection is about (`path` when it is about none) and describes
+/// what is wrong with it. `names` are the route's parameter names in path order.
 fn describe_path_rejection(rejection: &PathRejection, names: &[String]) -> (String, String) {
     let PathRejection::FailedToDeserializePathParams(error) = rejection else {
         return ("path".to_owned(), rejection.body_text());

@@ -54,7 +54,7 @@ impl Reply {
     }
 }
 
-/// Everything a node holds at one moment: users, conversations with their members, legs and
+/// Everything a node contains at one moment: users, conversations with their members, legs and
 /// event logs, and the number of legs in the media worker.
 #[derive(Debug, PartialEq)]
 pub struct Snapshot {
