@@ -122,6 +122,8 @@ pub enum LegCloseReason {
     Shutdown,
     /// The conversation was deleted, or expired.
     ConversationDeleted,
+    /// The realtime session that opened the leg ended: its socket closed or logged out.
+    SessionEnded,
 }
 
 impl LegCloseReason {
@@ -135,6 +137,7 @@ impl LegCloseReason {
             LegCloseReason::ConnectionFailed => "connection_failed",
             LegCloseReason::PeerClosed => "peer_closed",
             LegCloseReason::Shutdown => "shutdown",
+            LegCloseReason::SessionEnded => "session_ended",
         }
     }
 }

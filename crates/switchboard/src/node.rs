@@ -95,7 +95,12 @@ impl Node {
         });
         let expiry_task = expiry::spawn(registry.clone(), media.clone());
         let (stop_http, stopped) = oneshot::channel::<()>();
-        let app = signaling::router(state.clone());
+        let app = signaling::realtime::attach(
+            signaling::router(state.clone()),
+            state.clone(),
+            &event_fanout,
+            config.realtime.to_realtime_config(),
+        );
         let http_task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
