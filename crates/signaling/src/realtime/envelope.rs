@@ -203,6 +203,12 @@ impl RequestError {
     }
 }
 
+impl From<room::RoomError> for RequestError {
+    fn from(error: room::RoomError) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
 impl From<ApiError> for RequestError {
     fn from(error: ApiError) -> Self {
         let code = error.code();

@@ -16,6 +16,7 @@ use super::session::{OwnLeg, Session};
 use super::{Connection, Realtime, SUPPORTED_TYPES};
 use crate::auth::AuthError;
 use crate::convert::media_leg;
+use crate::views::ConversationView;
 
 /// Maximum number of REST pages read to answer one list request: 5,000 conversations or
 /// events at 100 a page.
@@ -207,6 +208,9 @@ impl Realtime {
         let created = self
             .call(session, Method::POST, "/conversations", Some(Value::Object(body)))
             .await?;
+        if let Some(id) = created["id"].as_str() {
+            session.record_created(ConversationId::from(id));
+        }
         Ok(Outgoing::success(
             request,
             "new:conversation:success",
@@ -220,14 +224,27 @@ impl Realtime {
         request: &Request,
     ) -> Result<Outgoing, RequestError> {
         let cid = request.conversation()?;
-        let conversation = self
+        let read = self
             .call(
                 session,
                 Method::GET,
                 &format!("/conversations/{}", segment(cid)),
                 None,
             )
-            .await?;
+            .await;
+        let conversation_id = ConversationId::from(cid);
+        let conversation = match read {
+            Ok(conversation) => conversation,
+            // The SDK reads a conversation it created before it joins it, which the REST rules
+            // (members only) reject. Its creator may read it.
+            Err(error) if is_access_error(&error) && session.created(&conversation_id) => {
+                let conversation = self.state.registry().conversation(&conversation_id)?;
+                serde_json::to_value(ConversationView::from(conversation)).map_err(|error| {
+                    RequestError::new("internal", format!("encoding the conversation: {error}"))
+                })?
+            }
+            Err(error) => return Err(error),
+        };
         Ok(Outgoing::success(
             request,
             "conversation:get:success",
@@ -591,6 +608,13 @@ fn publish_direction(request: &Request) -> Result<bool, RequestError> {
             format!("{other:?} is not both or send_only"),
         )),
     }
+}
+
+fn is_access_error(error: &RequestError) -> bool {
+    error
+        .code
+        .as_deref()
+        .is_some_and(|code| code.starts_with("auth:error:"))
 }
 
 fn login_error(error: AuthError) -> RequestError {

@@ -20,6 +20,8 @@ pub(crate) struct Session {
     media: Mutex<SessionMedia>,
     /// Members this session joined, left when the session ends and the user has no other.
     joined: Mutex<HashSet<(ConversationId, MemberId)>>,
+    /// Conversations this session created, which it may read before it joins them.
+    created: Mutex<HashSet<ConversationId>>,
 }
 
 /// Upstream legs a session opened, and the server offers made for each.
@@ -55,6 +57,7 @@ impl Session {
             token: Mutex::new(token),
             media: Mutex::new(SessionMedia::default()),
             joined: Mutex::new(HashSet::new()),
+            created: Mutex::new(HashSet::new()),
         }
     }
 
@@ -76,6 +79,14 @@ impl Session {
 
     pub(crate) fn forget_joined(&self, conversation_id: &ConversationId, member_id: &MemberId) {
         lock(&self.joined).remove(&(conversation_id.clone(), member_id.clone()));
+    }
+
+    pub(crate) fn record_created(&self, conversation_id: ConversationId) {
+        lock(&self.created).insert(conversation_id);
+    }
+
+    pub(crate) fn created(&self, conversation_id: &ConversationId) -> bool {
+        lock(&self.created).contains(conversation_id)
     }
 
     pub(crate) fn take_joined(&self) -> Vec<(ConversationId, MemberId)> {
