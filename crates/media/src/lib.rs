@@ -10,6 +10,13 @@
 //! The rest of the node talks to the worker through [`MediaHandle`]: commands go in over a
 //! channel that wakes the worker, answers come back on one-shot channels, and what happens on the
 //! wire (a leg connected, a leg closed because its peer vanished) comes out as [`MediaEvent`]s.
+//!
+//! A leg starts from either side's offer. [`MediaHandle::publish`] and [`MediaHandle::subscribe`]
+//! answer a client's offer. [`MediaHandle::offer_subscription`] makes the node's own offer for a
+//! subscriber leg, send-only and complete with the node's candidate, and
+//! [`MediaHandle::accept_answer`] applies the client's answer to it. Such a leg waits at most
+//! [`MediaConfig::answer_timeout`] for its answer. Once answered, it routes and rewrites media
+//! like a leg made by `subscribe`.
 
 mod answer;
 mod codecs;
@@ -417,12 +424,11 @@ impl MediaHandle {
     /// [`MediaHandle::offer_subscription`].
     ///
     /// An answer that fails its checks leaves the leg as it was, still waiting, so a correct
-    /// answer can follow: [`MediaError::InvalidAnswer`] for one that does not parse, is an offer
-    /// or does not mirror the offer's sections, and [`MediaError::NothingToSubscribe`] for one
-    /// that accepts none of the offered tracks. A leg that is unknown gets
-    /// [`MediaError::LegNotFound`], and a leg that is not waiting for an answer (a publisher
-    /// leg, a leg that answered a client's offer, a leg already answered) gets
-    /// [`MediaError::NotAwaitingAnswer`].
+    /// answer can follow. One that does not parse, is an offer or does not mirror the offer's
+    /// sections gets [`MediaError::InvalidAnswer`]. One that accepts none of the offered tracks
+    /// gets [`MediaError::NothingToSubscribe`]. An unknown leg gets [`MediaError::LegNotFound`].
+    /// A leg that is not waiting for an answer gets [`MediaError::NotAwaitingAnswer`]: a
+    /// publisher leg, a leg that answered a client's offer, or a leg already answered.
     pub async fn accept_answer(&self, leg: LegId, answer: String) -> Result<(), MediaError> {
         let (reply, result) = oneshot::channel();
         self.sender

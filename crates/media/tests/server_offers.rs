@@ -28,7 +28,7 @@ fn values<'a>(media: &'a MediaDescription, key: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// The SSRC the section's `a=ssrc` lines name.
+/// Returns the SSRC that the section's `a=ssrc` lines name.
 fn offered_ssrc(media: &MediaDescription) -> u32 {
     let line = values(media, "ssrc")
         .first()
@@ -48,7 +48,7 @@ fn of_kind(packets: &[ReceivedPacket], kind: Kind) -> Vec<ReceivedPacket> {
         .collect()
 }
 
-/// Waits up to `timeout` for `LegConnected` of `leg`, skipping other events.
+/// Waits up to `CONNECT_TIMEOUT` for `LegConnected` of `leg`, skipping other events.
 async fn wait_leg_connected(events: &mut UnboundedReceiver<MediaEvent>, leg: &str) -> bool {
     let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
     while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
@@ -101,19 +101,25 @@ async fn assert_connects_and_forwards(
 
 /// Replaces the port of every `m=` line with 0, which rejects the section.
 fn reject_every_section(sdp: &str) -> String {
-    sdp.split("\r\n")
-        .map(|line| match line.strip_prefix("m=") {
-            Some(rest) => {
-                let mut fields: Vec<&str> = rest.split(' ').collect();
-                if let Some(port) = fields.get_mut(1) {
-                    *port = "0";
-                }
-                format!("m={}", fields.join(" "))
-            }
-            None => line.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("\r\n")
+    reject_sections(sdp, "m=")
+}
+
+/// Replaces the port of the `m=` lines that start with `prefix` with 0, which rejects the
+/// sections.
+fn reject_sections(sdp: &str, prefix: &str) -> String {
+    let mut lines = Vec::new();
+    for line in sdp.split("\r\n") {
+        if !line.starts_with(prefix) {
+            lines.push(line.to_owned());
+            continue;
+        }
+        let mut fields: Vec<&str> = line.split(' ').collect();
+        if let Some(port) = fields.get_mut(1) {
+            *port = "0";
+        }
+        lines.push(fields.join(" "));
+    }
+    lines.join("\r\n")
 }
 
 /// Adds to the video section an RTX codec whose `apt` is not a payload type. The node's own
@@ -400,6 +406,33 @@ async fn bad_answers_leave_leg_answerable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_rejecting_video_gets_audio() {
+    let (media, _events) = start_node();
+    let publisher = publish(&media, "a-up").await;
+    publisher.start_media(SendPlan::default());
+    let (subscriber, answer, _) = offer_and_answer(&media, "b-from-a", "a-up").await;
+
+    media
+        .accept_answer(LegId::from("b-from-a"), reject_sections(&answer, "m=video"))
+        .await
+        .expect("an answer that accepts audio only applies");
+    subscriber
+        .wait_connected(CONNECT_TIMEOUT)
+        .await
+        .expect("subscriber connects");
+    assert!(
+        wait_until(Duration::from_secs(3), || subscriber.count(Kind::Audio)
+            >= 30)
+        .await,
+        "audio does not flow"
+    );
+    assert_eq!(subscriber.count(Kind::Video), 0, "rejected video arrived");
+    let stats = media.stats().await.expect("stats");
+    assert_eq!(stats.subscriptions, 1, "only the audio track is subscribed");
+    media.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answer_to_wrong_leg_is_rejected() {
     let (media, _events) = start_node();
     let publisher = publish(&media, "a-up").await;
@@ -515,5 +548,35 @@ async fn unanswered_offer_closes_after_timeout() {
     assert_eq!(stats.publisher_legs, 1);
     let late = media.accept_answer(LegId::from("b-from-a"), answer).await;
     assert!(matches!(late, Err(MediaError::LegNotFound(_))), "{late:?}");
+    media.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_leg_closes_with_publisher() {
+    let (media, mut events) = start_node();
+    let _publisher = publish(&media, "a-up").await;
+    let _offer = media
+        .offer_subscription(LegId::from("b-from-a"), LegId::from("a-up"))
+        .await
+        .expect("offer a subscription");
+    media.close_leg(LegId::from("a-up")).await.expect("close");
+
+    let mut closed = vec![
+        next_closed(&mut events, Duration::from_secs(2))
+            .await
+            .expect("first close event"),
+        next_closed(&mut events, Duration::from_secs(2))
+            .await
+            .expect("second close event"),
+    ];
+    closed.sort();
+    assert_eq!(
+        closed,
+        vec![
+            (LegId::from("a-up"), CloseReason::Requested),
+            (LegId::from("b-from-a"), CloseReason::PublisherClosed),
+        ]
+    );
+    assert_eq!(media.stats().await.expect("stats").legs, 0);
     media.shutdown();
 }

@@ -122,6 +122,8 @@ pub enum LegCloseReason {
     Shutdown,
     /// The conversation was deleted, or expired.
     ConversationDeleted,
+    /// No answer to the node's offer for the downstream leg arrived in time.
+    AnswerTimeout,
 }
 
 impl LegCloseReason {
@@ -135,6 +137,7 @@ impl LegCloseReason {
             LegCloseReason::ConnectionFailed => "connection_failed",
             LegCloseReason::PeerClosed => "peer_closed",
             LegCloseReason::Shutdown => "shutdown",
+            LegCloseReason::AnswerTimeout => "answer_timeout",
         }
     }
 }
