@@ -124,6 +124,8 @@ pub enum LegCloseReason {
     ConversationDeleted,
     /// The realtime session that opened the leg ended: its socket closed or logged out.
     SessionEnded,
+    /// No answer to the node's offer for the downstream leg arrived in time.
+    AnswerTimeout,
 }
 
 impl LegCloseReason {
@@ -138,6 +140,7 @@ impl LegCloseReason {
             LegCloseReason::PeerClosed => "peer_closed",
             LegCloseReason::Shutdown => "shutdown",
             LegCloseReason::SessionEnded => "session_ended",
+            LegCloseReason::AnswerTimeout => "answer_timeout",
         }
     }
 }

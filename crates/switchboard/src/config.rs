@@ -113,6 +113,8 @@ impl MediaSettings {
             ice_failed_timeout: Duration::from_millis(self.ice_failed_timeout_ms),
             packet_transit: None,
             socket_buffer_bytes: self.socket_buffer_bytes,
+            // TODO: expose as `media.answer_timeout_ms` once the realtime API offers legs.
+            answer_timeout: media::MediaConfig::default().answer_timeout,
         }
     }
 }
