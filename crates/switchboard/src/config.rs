@@ -350,6 +350,10 @@ impl RealtimeSettings {
             ping_interval: Duration::from_millis(self.ping_interval_ms),
             ping_timeout: Duration::from_millis(self.ping_timeout_ms),
             ..signaling::realtime::RealtimeConfig::default()
+        }
+    }
+}
+
 /// Settings of the demo page that the node serves at `/`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -572,6 +576,8 @@ pub const SETTINGS: &[SettingDoc] = &[
         description: "time without a heartbeat after which a realtime socket closes and its \
                       session ends, in ms [default: 10000]",
         is_text: false,
+    },
+    SettingDoc {
         key: "demo.enabled",
         description: "whether the node serves the demo page at / [default: true]",
         is_text: false,
@@ -667,6 +673,7 @@ impl Config {
             if value == 0 {
                 bail!("{key} must be greater than 0");
             }
+        }
         if self.demo.enabled && self.demo.dir.as_os_str().is_empty() {
             bail!(
                 "demo.dir must not be empty: set the directory of the demo page, or set demo.enabled to false"
