@@ -663,7 +663,10 @@ impl Config {
             bail!("realtime.path is {path:?}: it must start with / and not end with /");
         }
         if path == signaling::API_BASE || path.starts_with(&format!("{}/", signaling::API_BASE)) {
-            bail!("realtime.path is {path:?}, inside the REST API under {}", signaling::API_BASE);
+            bail!(
+                "realtime.path is {path:?}, inside the REST API under {}",
+                signaling::API_BASE
+            );
         }
         for (key, value) in [
             ("realtime.login_timeout_ms", self.realtime.login_timeout_ms),
