@@ -51,6 +51,14 @@ pub(crate) fn event(cid: &str, rest: &Value) -> Option<(String, Value)> {
             payload.insert(field.to_owned(), value.clone());
         }
     }
+    // The SDK matches a member event to the logged-in user by `body.user.user_id`, where the
+    // REST body has `body.user.id`; it reads either elsewhere.
+    if let Some(Value::Object(body)) = payload.get_mut("body")
+        && let Some(Value::Object(user)) = body.get_mut("user")
+        && let Some(id) = user.get("id").cloned()
+    {
+        user.entry("user_id").or_insert(id);
+    }
     payload.insert("type".to_owned(), json!(kind));
     Some((kind, Value::Object(payload)))
 }
@@ -115,6 +123,17 @@ mod tests {
         assert_eq!(payload["id"], 4);
         assert_eq!(payload["body"]["rtc_id"], "LEG-1");
         assert!(payload.get("href").is_none());
+    }
+
+    #[test]
+    fn member_event_user_gets_user_id() {
+        let rest = json!({
+            "id": 2, "type": "member:invited", "from": "MEM-1",
+            "body": { "user": { "id": "USR-1", "name": "bob" } }, "timestamp": "t"
+        });
+        let (_, payload) = event("CON-1", &rest).expect("a typed event");
+        assert_eq!(payload["body"]["user"]["user_id"], "USR-1");
+        assert_eq!(payload["body"]["user"]["id"], "USR-1");
     }
 
     #[test]
