@@ -93,8 +93,9 @@ impl Metrics {
         let realtime_request_duration = HistogramVec::new(
             HistogramOpts::new(
                 "switchboard_realtime_request_duration_seconds",
-                "Time to answer a request on the realtime socket API, by message type. The \
-                 node has no socket API yet, so there are no series.",
+                "Time to answer a request on the realtime socket.io API, from the start of its \
+                 handling to its reply, by request type (other for types the node does not \
+                 handle).",
             )
             .buckets(REQUEST_BUCKETS.to_vec()),
             &["type"],

@@ -298,6 +298,17 @@ async fn conversation_flow_over_the_socket() {
         assert!(event.payload["body"]["timestamp"]["left"].is_string());
     }
 
+    let metrics = api
+        .raw(reqwest::Method::GET, "/metrics", None, None)
+        .await
+        .text;
+    assert!(
+        metrics.contains(
+            "switchboard_realtime_request_duration_seconds_count{type=\"conversation:join\"} 2"
+        ),
+        "both joins are in the realtime histogram"
+    );
+
     let reply = request(&alice, "session:logout", json!({ "body": {} })).await;
     assert_eq!(reply.name, "session:logged-out");
     let reply = request(&alice, "conversation:get", json!({ "cid": cid })).await;
