@@ -121,7 +121,7 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
-    /// A success reply of type `name` with `body`.
+    /// Builds a success reply of type `name` with `body`.
     pub(crate) fn success(request: &Request, name: impl Into<String>, body: Value) -> Outgoing {
         let mut payload = json!({ "rid": request.tid, "body": body });
         if let Some(cid) = &request.cid {
@@ -134,7 +134,7 @@ impl Outgoing {
     }
 }
 
-/// Why a request failed, as its error reply carries it.
+/// The failure of a request, with what its error reply carries.
 #[derive(Debug)]
 pub(crate) struct RequestError {
     /// Last part of the reply type `<request type>:error:<reason>`.
@@ -162,7 +162,8 @@ impl RequestError {
         RequestError::new("invalid-request", description)
     }
 
-    /// An error about one field of the request, named by its path (`cid`, `body.answer`).
+    /// Creates an error about one field of the request, named by its path (`cid`,
+    /// `body.answer`).
     pub(crate) fn invalid_parameter(name: impl Into<String>, reason: impl Into<String>) -> Self {
         let parameter = InvalidParameter {
             name: name.into(),
