@@ -894,6 +894,28 @@ impl Worker {
         Ok(PublishAnswer { sdp, tracks: kinds })
     }
 
+    /// Finds the publisher leg a new subscriber leg `id` would receive, checking first that
+    /// `id` is not taken.
+    fn publisher_for_new_leg(
+        &self,
+        id: &LegId,
+        publisher_id: &LegId,
+    ) -> Result<(LegKey, &Publisher), MediaError> {
+        if self.leg_keys.contains_key(id) {
+            return Err(MediaError::DuplicateLeg(id.clone()));
+        }
+        let publisher_key = *self
+            .leg_keys
+            .get(publisher_id)
+            .ok_or_else(|| MediaError::LegNotFound(publisher_id.clone()))?;
+        let publisher = self
+            .legs
+            .get(&publisher_key)
+            .and_then(Leg::publisher)
+            .ok_or_else(|| MediaError::NotAPublisher(publisher_id.clone()))?;
+        Ok((publisher_key, publisher))
+    }
+
     fn subscribe(
         &mut self,
         id: LegId,
@@ -901,18 +923,7 @@ impl Worker {
         offer: String,
         now: Instant,
     ) -> Result<String, MediaError> {
-        if self.leg_keys.contains_key(&id) {
-            return Err(MediaError::DuplicateLeg(id));
-        }
-        let publisher_key = *self
-            .leg_keys
-            .get(&publisher_id)
-            .ok_or_else(|| MediaError::LegNotFound(publisher_id.clone()))?;
-        let publisher = self
-            .legs
-            .get(&publisher_key)
-            .and_then(Leg::publisher)
-            .ok_or_else(|| MediaError::NotAPublisher(publisher_id.clone()))?;
+        let (publisher_key, publisher) = self.publisher_for_new_leg(&id, &publisher_id)?;
         let published: Vec<(TrackId, MediaKind, Vec<_>)> = publisher
             .tracks
             .iter()

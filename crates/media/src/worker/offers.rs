@@ -23,18 +23,7 @@ impl Worker {
         publisher_id: LegId,
         now: Instant,
     ) -> Result<String, MediaError> {
-        if self.leg_keys.contains_key(&id) {
-            return Err(MediaError::DuplicateLeg(id));
-        }
-        let publisher_key = *self
-            .leg_keys
-            .get(&publisher_id)
-            .ok_or_else(|| MediaError::LegNotFound(publisher_id.clone()))?;
-        let publisher = self
-            .legs
-            .get(&publisher_key)
-            .and_then(Leg::publisher)
-            .ok_or_else(|| MediaError::NotAPublisher(publisher_id.clone()))?;
+        let (publisher_key, publisher) = self.publisher_for_new_leg(&id, &publisher_id)?;
         let published: Vec<TrackId> = publisher.tracks.iter().map(|track| track.track).collect();
         let offered: Vec<OfferedTrack> = publisher
             .tracks
