@@ -754,3 +754,94 @@ async fn silent_socket_ends_its_session() {
         .expect("a socket without heartbeats ends its session");
     assert_eq!(left.payload["body"]["state"], "LEFT");
 }
+
+#[tokio::test]
+async fn audio_mute_ice_and_token_update() {
+    let node = Node::start(realtime_config()).await.expect("node");
+    let api = Api::new(&node);
+    let admin = node.admin_token(Duration::from_secs(600)).expect("admin");
+    let (alice, alice_id) = login(&node, &api, &admin, "alice").await;
+    let (bob, bob_id) = login(&node, &api, &admin, "bob").await;
+    let cid = create_conversation(&alice, "audio").await;
+    let alice_member = join(&alice, &cid, &alice_id).await;
+    join(&bob, &cid, &bob_id).await;
+    let alice = publish(alice, &cid, alice_member, "both").await;
+
+    let reply = request(
+        &alice.socket,
+        "rtc:ice",
+        json!({
+            "cid": cid, "from": alice.member, "rtc_id": alice.leg,
+            "body": { "candidates": { "completed": true } }
+        }),
+    )
+    .await;
+    success(&reply, "rtc:ice:success");
+
+    for (kind, muted) in [("audio:mute:on", true), ("audio:mute:off", false)] {
+        let reply = request(
+            &alice.socket,
+            kind,
+            json!({ "cid": cid, "from": alice.member, "to": alice.member, "body": { "rtc_id": alice.leg } }),
+        )
+        .await;
+        success(&reply, &format!("{kind}:success"));
+        let event = bob
+            .next_event(kind, WAIT)
+            .await
+            .unwrap_or_else(|error| panic!("bob gets {kind}: {error}"));
+        assert_eq!(event.payload["from"], alice.member);
+        assert_eq!(event.payload["to"], alice.member);
+        let media = bob
+            .wait_for("member:media with the new audio state", WAIT, |event| {
+                event.name == "member:media"
+                    && event.payload["from"] == alice.member
+                    && event.payload["body"]["media"]["audio_settings"]["muted"] == muted
+            })
+            .await;
+        assert!(media.is_ok(), "{kind}: {media:?}");
+    }
+
+    // A user token may not mute another member without the moderator claim.
+    let reply = request(
+        &bob,
+        "audio:mute:on",
+        json!({ "cid": cid, "from": member_of_user(&api, &admin, &cid, &bob_id).await, "to": alice.member, "body": {} }),
+    )
+    .await;
+    error(&reply, "audio:mute:on:error:moderator-required");
+
+    let fresh = node
+        .user_token("bob", Duration::from_secs(600))
+        .expect("token");
+    let reply = request(
+        &bob,
+        "session:update-token",
+        json!({ "body": { "token": fresh } }),
+    )
+    .await;
+    success(&reply, "session:update-token:success");
+    let other = node
+        .user_token("alice", Duration::from_secs(600))
+        .expect("token");
+    let reply = request(
+        &bob,
+        "session:update-token",
+        json!({ "body": { "token": other } }),
+    )
+    .await;
+    error(&reply, "session:update-token:error:invalid-token");
+    alice.publisher.close().await;
+}
+
+async fn member_of_user(api: &Api, admin: &str, cid: &str, user_id: &str) -> String {
+    let conversation = api.get_ok(admin, &format!("/conversations/{cid}")).await;
+    conversation["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|member| member["user_id"] == user_id)
+        .and_then(|member| member["id"].as_str())
+        .expect("the user's member")
+        .to_owned()
+}
