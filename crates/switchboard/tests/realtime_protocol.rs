@@ -691,6 +691,24 @@ async fn media_flow_over_the_socket() {
     )
     .await;
     success(&reply, "rtc:terminate:success");
+    // The SDK ends its legs again after leaving; ending an own leg twice succeeds.
+    let reply = request(
+        &alice.socket,
+        "rtc:terminate",
+        json!({ "cid": cid, "from": alice.member, "rtc_id": alice.leg }),
+    )
+    .await;
+    success(&reply, "rtc:terminate:success");
+    let reply = request(
+        &alice.socket,
+        "rtc:terminate",
+        json!({ "cid": cid, "from": alice.member, "rtc_id": bob.leg }),
+    )
+    .await;
+    assert!(
+        reply.name.starts_with("rtc:terminate:error:"),
+        "another session's leg is not alice's to end: {reply:?}"
+    );
     let ended = bob
         .socket
         .wait_for("rtc:terminate of alice's leg", WAIT, |event| {

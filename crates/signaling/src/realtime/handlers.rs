@@ -417,6 +417,7 @@ impl Realtime {
             ));
         };
         let conversation_id = ConversationId::from(cid);
+        session.record_opened(LegId::from(rtc_id));
         session.media().legs.insert(
             LegId::from(rtc_id),
             OwnLeg {
@@ -488,13 +489,23 @@ impl Realtime {
     ) -> Result<Outgoing, RequestError> {
         let cid = request.conversation()?;
         let leg = request.leg()?;
-        self.call(
-            session,
-            Method::DELETE,
-            &format!("/conversations/{}/rtc/{}", segment(cid), segment(leg)),
-            None,
-        )
-        .await?;
+        let ended = self
+            .call(
+                session,
+                Method::DELETE,
+                &format!("/conversations/{}/rtc/{}", segment(cid), segment(leg)),
+                None,
+            )
+            .await;
+        match ended {
+            Ok(_) => {}
+            // Leaving closes the member's legs, and the SDK then ends each of them itself. A leg
+            // of this session that is gone already has ended as requested.
+            Err(error)
+                if error.code.as_deref() == Some("rtc:error:not-found")
+                    && session.opened(&LegId::from(leg)) => {}
+            Err(error) => return Err(error),
+        }
         self.reconcile_later(ConversationId::from(cid));
         Ok(Outgoing::success(
             request,

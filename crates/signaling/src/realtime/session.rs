@@ -22,6 +22,8 @@ pub(crate) struct Session {
     joined: Mutex<HashSet<(ConversationId, MemberId)>>,
     /// Conversations this session created, which it may read before it joins them.
     created: Mutex<HashSet<ConversationId>>,
+    /// Every upstream leg this session opened, ended ones included.
+    opened: Mutex<HashSet<LegId>>,
 }
 
 /// Upstream legs a session opened, and the server offers made for each.
@@ -58,6 +60,7 @@ impl Session {
             media: Mutex::new(SessionMedia::default()),
             joined: Mutex::new(HashSet::new()),
             created: Mutex::new(HashSet::new()),
+            opened: Mutex::new(HashSet::new()),
         }
     }
 
@@ -87,6 +90,14 @@ impl Session {
 
     pub(crate) fn created(&self, conversation_id: &ConversationId) -> bool {
         lock(&self.created).contains(conversation_id)
+    }
+
+    pub(crate) fn record_opened(&self, leg_id: LegId) {
+        lock(&self.opened).insert(leg_id);
+    }
+
+    pub(crate) fn opened(&self, leg_id: &LegId) -> bool {
+        lock(&self.opened).contains(leg_id)
     }
 
     pub(crate) fn take_joined(&self) -> Vec<(ConversationId, MemberId)> {
