@@ -45,7 +45,7 @@ where
 /// The body limit in force, put in the request extensions by the router so that a rejection
 /// can name it.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct BodyLimit(pub usize);
+pub struct BodyLimit(pub usize);
 
 fn has_json_content_type(request: &Request) -> bool {
     let Some(value) = request.headers().get(header::CONTENT_TYPE) else {

@@ -22,6 +22,7 @@ mod state;
 mod views;
 
 pub use error::{ApiError, InvalidParameter};
+pub use extract::{ApiJson, BodyLimit};
 pub use fanout::{ApiEvent, EventFanout, EventSink};
 pub use media_events::process_media_events;
 pub use media_legs::close_media_legs;

@@ -28,6 +28,10 @@ pub const DEVELOPMENT_APPLICATION_ID: &str = "switchboard-development";
 /// Data directory used when none is configured, relative to the node's working directory.
 pub const DEFAULT_DATA_DIR: &str = "switchboard-data";
 
+/// Directory of the demo page used when none is configured, relative to the node's working
+/// directory: the repository's `demo/` when the node runs from the repository.
+pub const DEFAULT_DEMO_DIR: &str = "demo";
+
 /// All settings of a node.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -41,6 +45,7 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     pub log: LogSettings,
     pub shutdown: ShutdownSettings,
+    pub demo: DemoSettings,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -307,6 +312,32 @@ impl Default for ShutdownSettings {
     }
 }
 
+/// Settings of the demo page that the node serves at `/`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoSettings {
+    /// Whether the node serves the demo page.
+    pub enabled: bool,
+    /// Directory with the page's files, and with the SDK in `node_modules/` once
+    /// `scripts/setup-demo` has installed it. A relative path is relative to the node's working
+    /// directory.
+    pub dir: PathBuf,
+    /// URL the page fetches user tokens from, `GET <token_url>?user=<name>` returning
+    /// `{"token": ...}`: the application's own token service. When it is unset, only a node on
+    /// the development secret gives the page tokens.
+    pub token_url: Option<String>,
+}
+
+impl Default for DemoSettings {
+    fn default() -> Self {
+        DemoSettings {
+            enabled: true,
+            dir: PathBuf::from(DEFAULT_DEMO_DIR),
+            token_url: None,
+        }
+    }
+}
+
 /// One setting, for the `--help` text, the environment overrides and their test.
 pub struct SettingDoc {
     /// Key in the TOML file, `section.key`.
@@ -481,6 +512,25 @@ pub const SETTINGS: &[SettingDoc] = &[
                       webhook deliveries, in ms [default: 10000]",
         is_text: false,
     },
+    SettingDoc {
+        key: "demo.enabled",
+        description: "whether the node serves the demo page at / [default: true]",
+        is_text: false,
+    },
+    SettingDoc {
+        key: "demo.dir",
+        description: "directory of the demo page and of the SDK that scripts/setup-demo \
+                      installs; a relative path is relative to the working directory \
+                      [default: demo]",
+        is_text: true,
+    },
+    SettingDoc {
+        key: "demo.token_url",
+        description: "URL the demo page gets user tokens from (GET <url>?user=NAME returning \
+                      {\"token\": ...}) [default: none, so only a node on the development secret \
+                      gives the page tokens]",
+        is_text: true,
+    },
 ];
 
 impl Config {
@@ -543,6 +593,18 @@ impl Config {
         if self.storage.data_dir.as_os_str().is_empty() && !self.storage.temporary_data_dir {
             bail!("storage.data_dir must not be empty: set the directory of the node's database");
         }
+        if self.demo.enabled && self.demo.dir.as_os_str().is_empty() {
+            bail!(
+                "demo.dir must not be empty: set the directory of the demo page, or set demo.enabled to false"
+            );
+        }
+        if let Some(token_url) = &self.demo.token_url
+            && token_url.trim().is_empty()
+        {
+            bail!(
+                "demo.token_url must not be empty: set the URL of the application's token service, or leave it out"
+            );
+        }
         self.webhooks.validate().map_err(|error| match error {
             WebhookError::InvalidConfig { field, reason } => {
                 anyhow!("webhooks.{field} {reason}")
@@ -585,6 +647,9 @@ mod tests {
             assert_eq!(config.log.filter, "info,rtc=error");
             assert_eq!(config.storage.data_dir, Path::new("switchboard-data"));
             assert_eq!(config.webhooks.event_url, None);
+            assert!(config.demo.enabled);
+            assert_eq!(config.demo.dir, Path::new("demo"));
+            assert_eq!(config.demo.token_url, None);
             Ok(())
         });
     }
@@ -616,6 +681,30 @@ mod tests {
             jail.set_env("SWITCHBOARD_STORAGE_DATA_DIR", "");
             let error = Config::load(None).expect_err("an empty data_dir");
             assert!(error.to_string().contains("storage.data_dir"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn empty_demo_settings_are_rejected() {
+        for (variable, value, key) in [
+            ("SWITCHBOARD_DEMO_DIR", "", "demo.dir"),
+            ("SWITCHBOARD_DEMO_TOKEN_URL", " ", "demo.token_url"),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.set_env(variable, value);
+                let error = Config::load(None).expect_err("an empty demo setting");
+                assert!(error.to_string().contains(key), "{variable}: {error}");
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHBOARD_DEMO_ENABLED", "false");
+            jail.set_env("SWITCHBOARD_DEMO_DIR", "");
+            assert!(
+                Config::load(None).is_ok(),
+                "a disabled demo needs no directory"
+            );
             Ok(())
         });
     }
@@ -702,6 +791,9 @@ mod tests {
             ("log.filter", "debug"),
             ("shutdown.drain_delay_ms", "300"),
             ("shutdown.timeout_ms", "400"),
+            ("demo.enabled", "false"),
+            ("demo.dir", "/srv/switchboard-demo"),
+            ("demo.token_url", "https://app.example.com/token"),
         ];
         assert_eq!(
             values.len(),
@@ -774,6 +866,12 @@ mod tests {
             assert_eq!(config.log.filter, "debug");
             assert_eq!(config.shutdown.drain_delay_ms, 300);
             assert_eq!(config.shutdown.timeout_ms, 400);
+            assert!(!config.demo.enabled);
+            assert_eq!(config.demo.dir, Path::new("/srv/switchboard-demo"));
+            assert_eq!(
+                config.demo.token_url.as_deref(),
+                Some("https://app.example.com/token")
+            );
             Ok(())
         });
     }

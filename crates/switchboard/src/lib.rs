@@ -12,6 +12,7 @@
 //! ```
 
 pub mod config;
+pub mod demo;
 mod expiry;
 mod node;
 mod storage;

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use webhooks::{WebhookStats, Webhooks};
 
 use crate::config::Config;
-use crate::{expiry, storage, webhook_delivery};
+use crate::{demo, expiry, storage, webhook_delivery};
 
 /// Maximum wait for the media event task after the worker stopped. The worker drops its
 /// event sender when its thread ends, so the task normally ends at once.
@@ -95,7 +95,10 @@ impl Node {
         });
         let expiry_task = expiry::spawn(registry.clone(), media.clone());
         let (stop_http, stopped) = oneshot::channel::<()>();
-        let app = signaling::router(state.clone());
+        let mut app = signaling::router(state.clone());
+        if let Some(demo) = demo::router(&config, &state)? {
+            app = app.merge(demo);
+        }
         let http_task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
