@@ -3,8 +3,10 @@
 //! realtime API at `/rtc`, see and hear each other, mute and unmute, invite, leave, and
 //! survive one browser's crash. Each test runs in a network namespace with only loopback.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use fantoccini::Locator;
 use serde_json::{Value, json};
 use switchboard::Node;
 
@@ -17,9 +19,12 @@ use common::Api;
 /// Deadline of one wait for an SDK event inside a page.
 const EVENT_WAIT_MS: u64 = 15_000;
 
-/// A node on loopback whose ICE timeouts close a vanished browser's legs within seconds.
+/// A node on loopback that serves the repository's demo page, with ICE timeouts that close a
+/// vanished browser's legs within seconds.
 fn node_config() -> switchboard::Config {
-    common::fast_config()
+    let mut config = common::fast_config();
+    config.demo.dir = browser::demo_dir();
+    config
 }
 
 /// A user with a logged-in SDK in a browser of its own.
@@ -317,4 +322,269 @@ async fn sdk_video_conversation_scenario() {
     drop(driver);
     node.shutdown().await.expect("shut down the node");
     step(started, "done");
+}
+
+/// A user of the demo page, driven through its form and buttons.
+struct DemoUser {
+    name: String,
+    browser: Browser,
+}
+
+impl DemoUser {
+    async fn open(driver: &Chromedriver, origin: &str, name: &str) -> DemoUser {
+        let browser = Browser::launch(driver, name).await;
+        browser.goto(&format!("{origin}/")).await;
+        browser.install_helpers().await;
+        let user = DemoUser {
+            name: name.to_owned(),
+            browser,
+        };
+        user.wait_until(
+            "the Join button to be enabled",
+            "!document.getElementById('join-button').disabled",
+        )
+        .await;
+        user
+    }
+
+    /// Waits until the JavaScript `condition` holds in the page, and fails with the page's
+    /// status line and the demo's recorded events when it does not in time.
+    async fn wait_until(&self, what: &str, condition: &str) {
+        let body = format!(
+            "await sbt.waitFor(args.what, () => {condition}, args.ms);\n\
+             return null;"
+        );
+        let result = self
+            .browser
+            .try_run(&body, json!({ "what": what, "ms": EVENT_WAIT_MS }))
+            .await;
+        if let Err(error) = result {
+            let state = self
+                .browser
+                .try_run(
+                    "return { status: document.getElementById('status').textContent,\n\
+                     events: window.switchboardDemo && window.switchboardDemo.events };",
+                    json!({}),
+                )
+                .await;
+            let state = state.map_or_else(|error| error, |state| state.to_string());
+            panic!("{}: {error}\ndemo page state: {state}", self.name);
+        }
+    }
+
+    async fn type_into(&self, id: &str, text: &str) {
+        let field = self
+            .browser
+            .client()
+            .find(Locator::Id(id))
+            .await
+            .unwrap_or_else(|error| panic!("{}: no #{id}: {error}", self.name));
+        field.clear().await.expect("clear the field");
+        field
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|error| panic!("{}: typing into #{id} failed: {error}", self.name));
+    }
+
+    async fn click(&self, id: &str) {
+        self.browser
+            .client()
+            .find(Locator::Id(id))
+            .await
+            .unwrap_or_else(|error| panic!("{}: no #{id}: {error}", self.name))
+            .click()
+            .await
+            .unwrap_or_else(|error| panic!("{}: clicking #{id} failed: {error}", self.name));
+    }
+
+    /// Types the user name and, if given, the conversation name, and clicks Join.
+    async fn join(&self, conversation: &str) {
+        self.type_into("user-name", &self.name).await;
+        self.type_into("conversation-name", conversation).await;
+        self.click("join-button").await;
+    }
+}
+
+/// Where test runs keep their screenshots: `test-artifacts` in the Cargo target directory.
+fn artifacts_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target directory")
+        .join("test-artifacts")
+}
+
+#[test]
+fn demo_page_grid() {
+    run_isolated("demo_page_grid", demo_page_grid_scenario);
+}
+
+async fn demo_page_grid_scenario() {
+    let started = Instant::now();
+    let node = Node::start(node_config()).await.expect("start node");
+    let origin = node.http_url();
+    let driver = Chromedriver::start().await;
+    let (alice, bob, carol) = tokio::join!(
+        DemoUser::open(&driver, &origin, "alice"),
+        DemoUser::open(&driver, &origin, "bob"),
+        DemoUser::open(&driver, &origin, "carol"),
+    );
+    step(started, "three demo pages loaded");
+
+    // The first user creates the conversation by naming it. The others log in without one and
+    // accept the invitation, because a user sees only conversations it is a member of.
+    alice.join("standup").await;
+    bob.join("").await;
+    carol.join("").await;
+    alice
+        .wait_until(
+            "the local camera",
+            "document.getElementById('local-video').videoWidth > 0",
+        )
+        .await;
+    for invitee in [&bob, &carol] {
+        invitee
+            .wait_until(
+                "the login to finish",
+                "window.switchboardDemo.application !== null",
+            )
+            .await;
+        alice.type_into("invite-name", &invitee.name).await;
+        alice.click("invite-button").await;
+        invitee
+            .wait_until(
+                "the invitation",
+                "!document.getElementById('incoming-call').hidden",
+            )
+            .await;
+        invitee.click("incoming-call-accept").await;
+    }
+    step(started, "bob and carol accepted alice's invitations");
+
+    // Every page shows its own camera and the two others, playing.
+    let grid_is_live = "Array.from(document.querySelectorAll('#videos video')).filter(\n\
+                          (video) => video.videoWidth > 0 && video.currentTime > 0.5).length === 3";
+    for user in [&alice, &bob, &carol] {
+        user.wait_until("three playing videos in the grid", grid_is_live)
+            .await;
+    }
+    step(started, "each page plays three videos");
+
+    let regions = alice
+        .browser
+        .run(
+            "video regions",
+            "const scale = window.devicePixelRatio;\n\
+             return Array.from(document.querySelectorAll('#videos video')).map((video) => {\n\
+               const rect = video.getBoundingClientRect();\n\
+               return { name: video.dataset.memberName || 'local',\n\
+                 x: Math.round(rect.x * scale), y: Math.round(rect.y * scale),\n\
+                 width: Math.round(rect.width * scale), height: Math.round(rect.height * scale) };\n\
+             });",
+            json!({}),
+        )
+        .await;
+    let png_bytes = alice.browser.screenshot().await;
+    let screenshot = Screenshot::decode(&png_bytes);
+    let regions = regions.as_array().expect("a list of video regions");
+    assert_eq!(regions.len(), 3, "alice's grid: {regions:?}");
+    for region in regions {
+        let luma = screenshot.luma_in(region);
+        println!("alice's screenshot, video of {}: {luma:?}", region["name"]);
+        assert!(
+            luma.bright_fraction > 0.1,
+            "the video of {} is black in alice's screenshot: {luma:?}",
+            region["name"]
+        );
+        assert!(
+            luma.deviation > 10.0,
+            "the video of {} is one flat colour in alice's screenshot: {luma:?}",
+            region["name"]
+        );
+    }
+
+    let dir = artifacts_dir();
+    std::fs::create_dir_all(&dir).expect("create the test artifacts directory");
+    let path = dir.join("demo-grid.png");
+    std::fs::write(&path, &png_bytes).expect("write the screenshot");
+    println!("saved alice's grid to {}", path.display());
+    if std::env::var_os("SWITCHBOARD_UPDATE_SCREENSHOT").is_some() {
+        let docs = browser::repo_root().join("docs/demo-grid.png");
+        std::fs::write(&docs, &png_bytes).expect("write docs/demo-grid.png");
+        println!("updated {}", docs.display());
+    }
+
+    drop((alice, bob, carol));
+    drop(driver);
+    node.shutdown().await.expect("shut down the node");
+    step(started, "done");
+}
+
+/// Luminance statistics of one region of a screenshot.
+#[derive(Debug)]
+struct Luma {
+    deviation: f64,
+    /// Share of pixels brighter than near-black (luma above 40 of 255).
+    bright_fraction: f64,
+}
+
+/// A decoded RGBA screenshot.
+struct Screenshot {
+    width: usize,
+    height: usize,
+    rgba: Vec<u8>,
+}
+
+impl Screenshot {
+    fn decode(png_bytes: &[u8]) -> Screenshot {
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::ALPHA);
+        let mut reader = decoder.read_info().expect("read the PNG header");
+        let mut buffer = vec![0; reader.output_buffer_size().expect("PNG buffer size")];
+        let frame = reader.next_frame(&mut buffer).expect("decode the PNG");
+        assert_eq!(
+            frame.color_type,
+            png::ColorType::Rgba,
+            "the screenshot decodes to {:?}",
+            frame.color_type
+        );
+        assert_eq!(frame.bit_depth, png::BitDepth::Eight);
+        buffer.truncate(frame.buffer_size());
+        Screenshot {
+            width: frame.width as usize,
+            height: frame.height as usize,
+            rgba: buffer,
+        }
+    }
+
+    /// Statistics of the region `{x, y, width, height}` in pixels, clipped to the image.
+    fn luma_in(&self, region: &Value) -> Luma {
+        let coordinate = |key: &str| region[key].as_u64().unwrap_or(0) as usize;
+        let left = coordinate("x").min(self.width);
+        let top = coordinate("y").min(self.height);
+        let right = (left + coordinate("width")).min(self.width);
+        let bottom = (top + coordinate("height")).min(self.height);
+        assert!(
+            right > left && bottom > top,
+            "the video region {region} lies outside the {}x{} screenshot",
+            self.width,
+            self.height
+        );
+        let mut values = Vec::with_capacity((right - left) * (bottom - top));
+        for y in top..bottom {
+            for x in left..right {
+                let offset = (y * self.width + x) * 4;
+                let [r, g, b] = [0, 1, 2].map(|channel| f64::from(self.rgba[offset + channel]));
+                // ITU-R BT.601 luma weights.
+                values.push(0.299 * r + 0.587 * g + 0.114 * b);
+            }
+        }
+        let count = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / count;
+        let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / count;
+        let bright = values.iter().filter(|&&v| v > 40.0).count() as f64;
+        Luma {
+            deviation: variance.sqrt(),
+            bright_fraction: bright / count,
+        }
+    }
 }

@@ -48,9 +48,14 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The SDK bundle that `scripts/setup-demo` installs and the node serves.
+/// The repository's demo directory: the page that loads the SDK, and the SDK that
+/// `scripts/setup-demo` installs.
+pub fn demo_dir() -> PathBuf {
+    repo_root().join("demo")
+}
+
 pub fn sdk_bundle() -> PathBuf {
-    repo_root().join("demo/node_modules/nexmo-client/dist/conversationClient.js")
+    demo_dir().join(switchboard::demo::SDK_BUNDLE)
 }
 
 /// Runs `scenario` inside a private loopback-only network namespace. Called from a `#[test]`
@@ -438,15 +443,11 @@ pub async fn open_sdk_page(browser: &Browser, origin: &str) {
         .execute("return typeof ConversationClient;", Vec::new())
         .await
         .expect("check for the SDK");
-    if loaded != "function" {
-        // TODO: bring-up only, until the node serves the demo page with the SDK at `/`.
-        let bundle = std::fs::read_to_string(sdk_bundle()).expect("read the SDK bundle");
-        browser
-            .client()
-            .execute(&bundle, Vec::new())
-            .await
-            .expect("evaluate the SDK bundle");
-    }
+    assert_eq!(
+        loaded, "function",
+        "{}: the page at {origin}/ did not load the SDK's global ConversationClient",
+        browser.user
+    );
     browser.install_helpers().await;
 }
 

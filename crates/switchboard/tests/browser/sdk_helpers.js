@@ -99,7 +99,14 @@
         autoConnect: true,
       },
     });
-    sbt.application = await client.login(token);
+    // login() waits for its reply without a timeout, so a socket that cannot connect rejects
+    // in its place.
+    const connectFailed = new Promise((_, reject) => {
+      client.connection.on('connect_error', (error) => {
+        reject(new Error(`socket.io could not connect to ${origin}/rtc: ${describe(error)}`));
+      });
+    });
+    sbt.application = await Promise.race([client.login(token), connectFailed]);
     sbt.application.on('member:invited', (member, event) => {
       sbt.invitedConversationId = event.cid || (event.conversation && event.conversation.id);
       sbt.record('application', 'member:invited', member, { cid: sbt.invitedConversationId });
