@@ -280,6 +280,7 @@
     try {
       if (conversation.me && conversation.me.state !== 'LEFT') {
         await conversation.leave();
+        notice('You left ' + conversationLabel(conversation));
       }
     } finally {
       resetCall();
@@ -561,6 +562,7 @@
       return;
     }
     const conversation = invitation.conversation;
+    setStatus('');
     try {
       if (!accept) {
         await conversation.leave();
@@ -589,6 +591,11 @@
     try {
       setStatus('Logging in as ' + userName + '…');
       const application = await logIn(userName);
+      if (conversationName === '') {
+        setStatus('Logged in as ' + userName + ', waiting for invitations.');
+        elements['join-button'].disabled = false;
+        return;
+      }
       setStatus('Finding conversation ' + JSON.stringify(conversationName) + '…');
       const conversation = await findOrCreateConversation(application, conversationName);
       await enterConversation(conversation);
@@ -639,10 +646,15 @@
     answerInvitation(false);
   });
 
-  // The SDK's media.enable leaves a failed getUserMedia unhandled, so it surfaces here.
+  // Some SDK failures reject no promise of the page's: media.enable leaves a failed
+  // getUserMedia unhandled, and newConversation one of the conversation:get it sends after
+  // creating. The step that waits for them never ends, so Join is offered again.
   window.addEventListener('unhandledrejection', function (rejection) {
     setStatus('Failed: ' + describeError(rejection.reason), true);
     record('unhandledrejection', { error: describeError(rejection.reason) });
+    if (!demo.conversation) {
+      elements['join-button'].disabled = false;
+    }
   });
 
   async function loadConfig() {

@@ -41,7 +41,7 @@ pub const SDK_BUNDLE: &str = "node_modules/nexmo-client/dist/conversationClient.
 /// Lifetime of the tokens that `POST /demo/token` mints.
 pub const DEMO_TOKEN_TTL: Duration = Duration::from_secs(4 * 60 * 60);
 
-/// What the page needs besides its files.
+/// State of the demo routes: the node's API state, the token issuer and the token URL.
 struct Demo {
     state: AppState,
     /// Signs the page's tokens with the development secret; `None` unless the node uses it.
@@ -50,7 +50,7 @@ struct Demo {
 }
 
 /// Builds the demo routes, or returns `None` when `demo.enabled` is false. The router has no
-/// fallback, so that the node's API router, which it is merged into, answers every other path.
+/// fallback, so that the node's API router, which it is merged into, handles every other path.
 pub(crate) fn router(config: &Config, state: &AppState) -> anyhow::Result<Option<Router>> {
     let settings = &config.demo;
     if !settings.enabled {
@@ -58,8 +58,8 @@ pub(crate) fn router(config: &Config, state: &AppState) -> anyhow::Result<Option
         return Ok(None);
     }
 
-    // Tokens signed with the public development secret prove nothing, so handing them out to
-    // anyone who asks gives away nothing that the node's settings do not already give away.
+    // Tokens signed with the public development secret prove nothing, so minting them for any
+    // caller gives away nothing that the node's settings do not already give away.
     let issuer = if config.auth.uses_development_secret() {
         let issuer = TokenIssuer::hs256(&config.auth.application_id, DEVELOPMENT_SECRET.as_bytes())
             .context("failed to create the demo's token issuer")?;
@@ -260,7 +260,7 @@ async fn serve_file(path: &Path, request: Request, missing: impl FnOnce() -> Res
     response.map(Body::new)
 }
 
-/// A 404 in the API's error shape, with a detail that says what to do.
+/// Builds a 404 in the API's error shape, with a detail that names the next step.
 fn not_found(detail: String) -> Response {
     let body = NotFound {
         code: "request:error:not-found",

@@ -143,6 +143,15 @@ fn print_start_message(node: &Node, config_file: Option<&Path>, development_secr
              before others can reach this node."
         );
     }
+    let demo = &node.config().demo;
+    if demo.enabled {
+        println!("The demo page is at {}/", node.http_url());
+        if !demo.dir.join(switchboard::demo::SDK_BUNDLE).is_file() {
+            println!(
+                "  but its SDK is not installed: run scripts/setup-demo, then reload the page."
+            );
+        }
+    }
 
     let program = std::env::args_os()
         .next()
