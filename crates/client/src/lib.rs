@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 pub mod media;
 mod peer;
+pub mod realtime;
 mod relay;
 
 pub use peer::{

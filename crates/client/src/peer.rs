@@ -411,6 +411,39 @@ impl Peer {
             .ok_or(ClientError::Closed)
     }
 
+    /// Applies a remote offer and returns the answer with every host candidate in it (no
+    /// trickle).
+    pub async fn answer(&self, offer: String) -> Result<String, ClientError> {
+        let offer = RTCSessionDescription::offer(offer)
+            .map_err(ClientError::webrtc("parsing the offer"))?;
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(ClientError::webrtc("applying the offer"))?;
+        let answer = self
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(ClientError::webrtc("creating the answer"))?;
+        let mut gathering = self.state.gathering.subscribe();
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(ClientError::webrtc("applying the answer"))?;
+        tokio::time::timeout(
+            GATHERING_TIMEOUT,
+            gathering.wait_for(|state| *state == RTCIceGatheringState::Complete),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout("ICE gathering"))?
+        .map_err(|_| ClientError::Closed)?;
+        self.pc
+            .local_description()
+            .await
+            .map(|description| description.sdp)
+            .ok_or(ClientError::Closed)
+    }
+
     pub async fn apply_answer(&self, sdp: String) -> Result<(), ClientError> {
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(ClientError::webrtc("parsing the answer"))?;
@@ -784,6 +817,9 @@ pub struct SubscriberOptions {
     pub receive_video: bool,
     /// Keep every packet for [`Subscriber::received`] rather than only counting them.
     pub record_packets: bool,
+    /// Add receiving transceivers for an offer of the subscriber's own. A subscriber that
+    /// answers a remote offer with [`Peer::answer`] gets its transceivers from that offer.
+    pub add_transceivers: bool,
 }
 
 impl Default for SubscriberOptions {
@@ -792,6 +828,7 @@ impl Default for SubscriberOptions {
             address: Ipv4Addr::LOCALHOST.into(),
             receive_video: true,
             record_packets: true,
+            add_transceivers: true,
         }
     }
 }
@@ -817,6 +854,16 @@ impl Subscriber {
         .await
     }
 
+    /// Creates a subscriber whose socket binds 127.0.0.1 and that answers a remote offer with
+    /// [`Peer::answer`] rather than making its own.
+    pub async fn answering() -> Result<Subscriber, ClientError> {
+        Subscriber::with_options(SubscriberOptions {
+            add_transceivers: false,
+            ..SubscriberOptions::default()
+        })
+        .await
+    }
+
     pub async fn with_options(options: SubscriberOptions) -> Result<Subscriber, ClientError> {
         let address = options.address;
         let state = new_state();
@@ -829,10 +876,10 @@ impl Subscriber {
             Arc::clone(&reports),
         )
         .await?;
-        let kinds: &[RtpCodecKind] = if options.receive_video {
-            &[RtpCodecKind::Audio, RtpCodecKind::Video]
-        } else {
-            &[RtpCodecKind::Audio]
+        let kinds: &[RtpCodecKind] = match (options.add_transceivers, options.receive_video) {
+            (false, _) => &[],
+            (true, true) => &[RtpCodecKind::Audio, RtpCodecKind::Video],
+            (true, false) => &[RtpCodecKind::Audio],
         };
         for &kind in kinds {
             pc.add_transceiver_from_kind(

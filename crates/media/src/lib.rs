@@ -10,7 +10,15 @@
 //! The rest of the node talks to the worker through [`MediaHandle`]: commands go in over a
 //! channel that wakes the worker, answers come back on one-shot channels, and what happens on the
 //! wire (a leg connected, a leg closed because its peer vanished) comes out as [`MediaEvent`]s.
+//!
+//! A leg starts from either side's offer. [`MediaHandle::publish`] and [`MediaHandle::subscribe`]
+//! answer a client's offer. [`MediaHandle::offer_subscription`] makes the node's own offer for a
+//! subscriber leg, send-only and complete with the node's candidate, and
+//! [`MediaHandle::accept_answer`] applies the client's answer to it. Such a leg waits at most
+//! [`MediaConfig::answer_timeout`] for its answer. Once answered, it routes and rewrites media
+//! like a leg made by `subscribe`.
 
+mod answer;
 mod codecs;
 mod demux;
 mod interceptors;
@@ -66,6 +74,10 @@ pub struct MediaConfig {
     /// carries every leg, so a burst (keyframes of many publishers, the worker briefly off its
     /// core) must fit in it. Linux caps the request at `net.core.rmem_max` and `wmem_max`.
     pub socket_buffer_bytes: usize,
+    /// Time a subscriber leg created by [`MediaHandle::offer_subscription`] waits for its answer.
+    /// A leg still unanswered then is closed with [`CloseReason::AnswerTimeout`], so a client
+    /// that never answers cannot hold its leg, ICE credentials and SSRCs forever.
+    pub answer_timeout: Duration,
 }
 
 /// Default size of the media socket's buffers: 4 MiB. Linux doubles it for its own accounting,
@@ -82,6 +94,7 @@ impl Default for MediaConfig {
             ice_failed_timeout: Duration::from_secs(25),
             packet_transit: None,
             socket_buffer_bytes: DEFAULT_SOCKET_BUFFER_BYTES,
+            answer_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -115,6 +128,8 @@ pub enum CloseReason {
     PublisherClosed,
     /// The node is shutting down.
     Shutdown,
+    /// No answer to the node's offer arrived within [`MediaConfig::answer_timeout`].
+    AnswerTimeout,
 }
 
 impl CloseReason {
@@ -125,6 +140,7 @@ impl CloseReason {
             CloseReason::PeerClosed => "peer_closed",
             CloseReason::PublisherClosed => "publisher_closed",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::AnswerTimeout => "answer_timeout",
         }
     }
 }
@@ -195,8 +211,14 @@ pub enum MediaError {
     NoSupportedCodec(String),
     #[error("the offer sends no media to publish")]
     NothingToPublish,
-    #[error("the offer receives none of the publisher's tracks: {0}")]
+    #[error("the subscriber receives none of the publisher's tracks: {0}")]
     NothingToSubscribe(String),
+    #[error("invalid SDP answer: {0}")]
+    InvalidAnswer(String),
+    #[error(
+        "leg {0} is not waiting for an answer: only a leg created by offer_subscription is, until its answer is applied"
+    )]
+    NotAwaitingAnswer(LegId),
     #[error("leg {0} already exists")]
     DuplicateLeg(LegId),
     #[error("leg {0} not found")]
@@ -230,6 +252,16 @@ pub(crate) enum Command {
         publisher: LegId,
         offer: String,
         reply: oneshot::Sender<Result<String, MediaError>>,
+    },
+    OfferSubscription {
+        leg: LegId,
+        publisher: LegId,
+        reply: oneshot::Sender<Result<String, MediaError>>,
+    },
+    AcceptAnswer {
+        leg: LegId,
+        answer: String,
+        reply: oneshot::Sender<Result<(), MediaError>>,
     },
     CloseLeg {
         leg: LegId,
@@ -363,6 +395,45 @@ impl MediaHandle {
             reply,
         })?;
         answer.await.map_err(|_| MediaError::Stopped)?
+    }
+
+    /// Creates a subscriber leg for the tracks of the publisher leg `publisher` and returns the
+    /// node's SDP offer for it.
+    ///
+    /// The offer has one send-only section per publisher track, in the publisher's order, with
+    /// the codecs the publisher negotiated and one `a=msid` stream id for all of them. It is
+    /// complete: ICE-lite, the node's candidate and end-of-candidates are in it. Apply the
+    /// subscriber's answer with [`MediaHandle::accept_answer`] within
+    /// [`MediaConfig::answer_timeout`], or the leg is closed with
+    /// [`CloseReason::AnswerTimeout`].
+    pub async fn offer_subscription(
+        &self,
+        leg: LegId,
+        publisher: LegId,
+    ) -> Result<String, MediaError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Command::OfferSubscription {
+            leg,
+            publisher,
+            reply,
+        })?;
+        answer.await.map_err(|_| MediaError::Stopped)?
+    }
+
+    /// Applies a subscriber's SDP answer to a leg created by
+    /// [`MediaHandle::offer_subscription`].
+    ///
+    /// An answer that fails its checks leaves the leg as it was, still waiting, so a correct
+    /// answer can follow. One that does not parse, is an offer or does not mirror the offer's
+    /// sections gets [`MediaError::InvalidAnswer`]. One that accepts none of the offered tracks
+    /// gets [`MediaError::NothingToSubscribe`]. An unknown leg gets [`MediaError::LegNotFound`].
+    /// A leg that is not waiting for an answer gets [`MediaError::NotAwaitingAnswer`]: a
+    /// publisher leg, a leg that answered a client's offer, or a leg already answered.
+    pub async fn accept_answer(&self, leg: LegId, answer: String) -> Result<(), MediaError> {
+        let (reply, result) = oneshot::channel();
+        self.sender
+            .send(Command::AcceptAnswer { leg, answer, reply })?;
+        result.await.map_err(|_| MediaError::Stopped)?
     }
 
     /// Closes a leg; closing a publisher leg also closes the legs subscribed to it.

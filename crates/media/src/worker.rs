@@ -1,5 +1,7 @@
 //! The media worker: one thread, one UDP socket, every leg's peer connection and the router.
 
+mod offers;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io::ErrorKind;
@@ -36,8 +38,8 @@ use tracing::{debug, info, info_span, trace, warn};
 use crate::codecs::{self, FORWARDED_EXTENSIONS};
 use crate::demux::{Demux, LegKey};
 use crate::leg::{
-    self, ExtensionIds, Leg, LegSettings, PublishedTrack, Publisher, Role, SubscribedTrack,
-    Subscriber,
+    self, ExtensionIds, Leg, LegSettings, LocalCredentials, PublishedTrack, Publisher, Role,
+    SubscribedTrack, Subscriber,
 };
 use crate::offer::{self, kind_index};
 use crate::{
@@ -82,6 +84,8 @@ pub(crate) struct Worker {
     /// Time of the receive of the datagram being handled, the start of its packets' transit.
     received_at: Instant,
     packet_transit: Option<prometheus::Histogram>,
+    /// Time a leg the node offered waits for its answer.
+    answer_timeout: Duration,
     running: bool,
 }
 
@@ -150,6 +154,7 @@ impl Worker {
             stats: MediaStats::default(),
             received_at: Instant::now(),
             packet_transit: config.packet_transit,
+            answer_timeout: config.answer_timeout,
             running: true,
         })
     }
@@ -312,6 +317,10 @@ impl Worker {
             let Some(leg) = self.legs.get_mut(&key) else {
                 continue;
             };
+            if leg.answer_deadline() == Some(deadline) {
+                self.expire_offer(key);
+                continue;
+            }
             if leg.deadline != Some(deadline) {
                 continue;
             }
@@ -702,6 +711,20 @@ impl Worker {
                 let result = self.subscribe(leg, publisher, offer, now);
                 let _ = reply.send(result);
             }
+            Command::OfferSubscription {
+                leg,
+                publisher,
+                reply,
+            } => {
+                let _span = info_span!("leg", %leg).entered();
+                let result = self.offer_subscription(leg, publisher, now);
+                let _ = reply.send(result);
+            }
+            Command::AcceptAnswer { leg, answer, reply } => {
+                let _span = info_span!("leg", %leg).entered();
+                let result = self.accept_answer(&leg, answer, now);
+                let _ = reply.send(result);
+            }
             Command::CloseLeg { leg, reply } => {
                 let result = match self.leg_keys.get(&leg) {
                     Some(&key) => {
@@ -780,7 +803,7 @@ impl Worker {
             &self.settings,
             codecs::publisher_media_engine()?,
             leg::Direction::Upstream,
-            &ufrag,
+            &LocalCredentials::new(ufrag.clone()),
             summary.dtls_role,
             now,
         )?;
@@ -906,7 +929,7 @@ impl Worker {
             &self.settings,
             codecs::subscriber_media_engine(&engine_codecs)?,
             leg::Direction::Downstream,
-            &ufrag,
+            &LocalCredentials::new(ufrag.clone()),
             summary.dtls_role,
             now,
         )?;
@@ -1002,6 +1025,7 @@ impl Worker {
             role: Role::Subscriber(Subscriber {
                 publisher: publisher_key,
                 tracks: usable,
+                pending_offer: None,
             }),
         });
         if let Some(publisher) = self

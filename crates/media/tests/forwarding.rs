@@ -7,49 +7,11 @@ use client::media::{opus_counter, vp8_counter, vp8_starts_keyframe};
 use client::{
     Kind, Publisher, ReceivedPacket, Relay, SendPlan, SentPacket, Subscriber, wait_until,
 };
-use media::{
-    CloseReason, LegId, MediaConfig, MediaError, MediaEvent, MediaHandle, MediaKind, MuteState,
-};
-use tokio::sync::mpsc::UnboundedReceiver;
+use media::{CloseReason, LegId, MediaConfig, MediaError, MediaHandle, MediaKind, MuteState};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+mod common;
 
-fn start_node() -> (MediaHandle, UnboundedReceiver<MediaEvent>) {
-    MediaHandle::start(MediaConfig {
-        bind: "127.0.0.1:0".parse().expect("bind address"),
-        // Short consent timeouts so a vanished peer is closed within seconds.
-        ice_disconnected_timeout: Duration::from_secs(1),
-        ice_failed_timeout: Duration::from_secs(2),
-        ..MediaConfig::default()
-    })
-    .expect("start the media worker")
-}
-
-async fn publish(media: &MediaHandle, leg: &str) -> Publisher {
-    publish_via(media, leg, None).await
-}
-
-/// Publishes audio and video on a new leg, through `relay` if given, and waits for the peer to
-/// connect.
-async fn publish_via(media: &MediaHandle, leg: &str, relay: Option<&Relay>) -> Publisher {
-    let publisher = Publisher::new().await.expect("publisher");
-    let offer = publisher.offer().await.expect("publisher offer");
-    let answer = media
-        .publish(LegId::from(leg), offer, MuteState::default())
-        .await
-        .expect("publish answer");
-    assert_eq!(answer.tracks, vec![MediaKind::Audio, MediaKind::Video]);
-    let sdp = match relay {
-        Some(relay) => relay.rewrite_answer(&answer.sdp),
-        None => answer.sdp,
-    };
-    publisher.apply_answer(sdp).await.expect("apply answer");
-    publisher
-        .wait_connected(CONNECT_TIMEOUT)
-        .await
-        .expect("publisher connects");
-    publisher
-}
+use common::{CONNECT_TIMEOUT, next_closed, publish, publish_via, start_node};
 
 async fn subscribe(media: &MediaHandle, leg: &str, publisher_leg: &str) -> Subscriber {
     let subscriber = Subscriber::new().await.expect("subscriber");
@@ -111,21 +73,6 @@ fn assert_consecutive_sequence_numbers(label: &str, received: &[ReceivedPacket])
             pair[0].sequence_number,
             pair[1].sequence_number
         );
-    }
-}
-
-async fn next_closed(
-    events: &mut UnboundedReceiver<MediaEvent>,
-    timeout: Duration,
-) -> Option<(LegId, CloseReason)> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .ok()??;
-        if let MediaEvent::LegClosed { leg, reason } = event {
-            return Some((leg, reason));
-        }
     }
 }
 

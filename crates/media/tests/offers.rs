@@ -1,5 +1,5 @@
 //! Answers to real offers captured from Chromium 156, and to offers derived from them that keep
-//! one video codec only.
+//! one video codec only; and a Chromium 148 answer to an offer the node made.
 
 use media::{LegId, MediaConfig, MediaError, MediaHandle, MediaKind, MuteState};
 
@@ -253,5 +253,46 @@ async fn unsupported_video_codec_is_rejected() {
         "a subscriber without VP8 was answered: {result:?}"
     );
     assert_eq!(media.stats().await.expect("stats").legs, 1);
+    media.shutdown();
+}
+
+#[tokio::test]
+async fn chrome_answer_to_node_offer_is_applied() {
+    let media = start_node();
+    media
+        .publish(
+            LegId::from("a-up"),
+            fixture("chrome-publish-av.sdp"),
+            MuteState::default(),
+        )
+        .await
+        .expect("publish");
+    let offer = media
+        .offer_subscription(LegId::from("b-from-a"), LegId::from("a-up"))
+        .await
+        .expect("offer a subscription");
+    // Chromium 148 answered an offer the node made for this publisher, whose video section
+    // lists the publisher's negotiated codecs in the publisher's order.
+    assert!(
+        offer.contains("m=video 9 UDP/TLS/RTP/SAVPF 96 102 108 116 45 98 100\r\n"),
+        "the offer's video codecs changed; capture a new answer:\n{offer}"
+    );
+    media
+        .accept_answer(
+            LegId::from("b-from-a"),
+            fixture("chrome-answer-to-node-offer.sdp"),
+        )
+        .await
+        .expect("Chromium's answer applies");
+    let again = media
+        .accept_answer(
+            LegId::from("b-from-a"),
+            fixture("chrome-answer-to-node-offer.sdp"),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(MediaError::NotAwaitingAnswer(_))),
+        "{again:?}"
+    );
     media.shutdown();
 }

@@ -122,6 +122,10 @@ pub enum LegCloseReason {
     Shutdown,
     /// The conversation was deleted, or expired.
     ConversationDeleted,
+    /// The realtime session that opened the leg ended: its socket closed or logged out.
+    SessionEnded,
+    /// No answer to the node's offer for the downstream leg arrived in time.
+    AnswerTimeout,
 }
 
 impl LegCloseReason {
@@ -135,6 +139,8 @@ impl LegCloseReason {
             LegCloseReason::ConnectionFailed => "connection_failed",
             LegCloseReason::PeerClosed => "peer_closed",
             LegCloseReason::Shutdown => "shutdown",
+            LegCloseReason::SessionEnded => "session_ended",
+            LegCloseReason::AnswerTimeout => "answer_timeout",
         }
     }
 }

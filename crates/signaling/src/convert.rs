@@ -38,5 +38,6 @@ pub(crate) fn close_reason(reason: media::CloseReason) -> LegCloseReason {
         media::CloseReason::PeerClosed => LegCloseReason::PeerClosed,
         media::CloseReason::PublisherClosed => LegCloseReason::PublisherClosed,
         media::CloseReason::Shutdown => LegCloseReason::Shutdown,
+        media::CloseReason::AnswerTimeout => LegCloseReason::AnswerTimeout,
     }
 }

@@ -183,7 +183,9 @@ fn classify_room(error: &RoomError) -> (StatusCode, &'static str) {
 fn classify_media(error: &MediaError) -> (StatusCode, &'static str) {
     use StatusCode as S;
     match error {
-        MediaError::InvalidOffer(_) => (S::BAD_REQUEST, "rtc:error:invalid-sdp"),
+        MediaError::InvalidOffer(_) | MediaError::InvalidAnswer(_) => {
+            (S::BAD_REQUEST, "rtc:error:invalid-sdp")
+        }
         MediaError::NoSupportedCodec(_) => (S::BAD_REQUEST, "rtc:error:no-supported-codec"),
         MediaError::NothingToPublish => (S::BAD_REQUEST, "rtc:error:nothing-to-publish"),
         MediaError::NothingToSubscribe(_) => (S::BAD_REQUEST, "rtc:error:nothing-to-subscribe"),
@@ -191,6 +193,7 @@ fn classify_media(error: &MediaError) -> (StatusCode, &'static str) {
         MediaError::LegNotFound(_) => (S::NOT_FOUND, "rtc:error:not-found"),
         MediaError::NotAPublisher(_) => (S::BAD_REQUEST, "rtc:error:not-a-publisher"),
         MediaError::NoSuchTrack(_) => (S::CONFLICT, "rtc:error:no-such-track"),
+        MediaError::NotAwaitingAnswer(_) => (S::CONFLICT, "rtc:error:not-awaiting-answer"),
         // These come from the node itself (its configuration, its socket or the WebRTC
         // library), not from the request.
         MediaError::Config(_) | MediaError::Bind { .. } | MediaError::Rtc(_) => {

@@ -17,6 +17,7 @@ mod media_events;
 mod media_legs;
 mod openapi;
 mod paging;
+pub mod realtime;
 mod routes;
 mod state;
 mod views;

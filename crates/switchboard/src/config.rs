@@ -45,6 +45,7 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     pub log: LogSettings,
     pub shutdown: ShutdownSettings,
+    pub realtime: RealtimeSettings,
     pub demo: DemoSettings,
 }
 
@@ -112,6 +113,8 @@ impl MediaSettings {
             ice_failed_timeout: Duration::from_millis(self.ice_failed_timeout_ms),
             packet_transit: None,
             socket_buffer_bytes: self.socket_buffer_bytes,
+            // TODO: expose as `media.answer_timeout_ms` once the realtime API offers legs.
+            answer_timeout: media::MediaConfig::default().answer_timeout,
         }
     }
 }
@@ -308,6 +311,45 @@ impl Default for ShutdownSettings {
         ShutdownSettings {
             drain_delay_ms: 0,
             timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The socket.io API of the Nexmo JavaScript SDK 4.x, on the HTTP port.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealtimeSettings {
+    /// Path of the socket.io endpoint, the SDK's `path` setting.
+    pub path: String,
+    /// Time a socket may stay connected without logging in, in milliseconds.
+    pub login_timeout_ms: u64,
+    /// Interval of engine.io heartbeats, in milliseconds.
+    pub ping_interval_ms: u64,
+    /// Time without a heartbeat after which a socket is closed and its session ends, in
+    /// milliseconds.
+    pub ping_timeout_ms: u64,
+}
+
+impl Default for RealtimeSettings {
+    fn default() -> Self {
+        let defaults = signaling::realtime::RealtimeConfig::default();
+        RealtimeSettings {
+            path: defaults.path,
+            login_timeout_ms: millis(defaults.login_timeout),
+            ping_interval_ms: millis(defaults.ping_interval),
+            ping_timeout_ms: millis(defaults.ping_timeout),
+        }
+    }
+}
+
+impl RealtimeSettings {
+    pub fn to_realtime_config(&self) -> signaling::realtime::RealtimeConfig {
+        signaling::realtime::RealtimeConfig {
+            path: self.path.clone(),
+            login_timeout: Duration::from_millis(self.login_timeout_ms),
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
+            ping_timeout: Duration::from_millis(self.ping_timeout_ms),
+            ..signaling::realtime::RealtimeConfig::default()
         }
     }
 }
@@ -513,6 +555,29 @@ pub const SETTINGS: &[SettingDoc] = &[
         is_text: false,
     },
     SettingDoc {
+        key: "realtime.path",
+        description: "path of the socket.io endpoint of the Nexmo JavaScript SDK 4.x, on the \
+                      HTTP port [default: /rtc]",
+        is_text: true,
+    },
+    SettingDoc {
+        key: "realtime.login_timeout_ms",
+        description: "time a realtime socket may stay open without session:login, in ms \
+                      [default: 10000]",
+        is_text: false,
+    },
+    SettingDoc {
+        key: "realtime.ping_interval_ms",
+        description: "interval of the realtime sockets' heartbeats, in ms [default: 10000]",
+        is_text: false,
+    },
+    SettingDoc {
+        key: "realtime.ping_timeout_ms",
+        description: "time without a heartbeat after which a realtime socket closes and its \
+                      session ends, in ms [default: 10000]",
+        is_text: false,
+    },
+    SettingDoc {
         key: "demo.enabled",
         description: "whether the node serves the demo page at / [default: true]",
         is_text: false,
@@ -592,6 +657,22 @@ impl Config {
         }
         if self.storage.data_dir.as_os_str().is_empty() && !self.storage.temporary_data_dir {
             bail!("storage.data_dir must not be empty: set the directory of the node's database");
+        }
+        let path = &self.realtime.path;
+        if !path.starts_with('/') || path.len() < 2 || path.ends_with('/') {
+            bail!("realtime.path is {path:?}: it must start with / and not end with /");
+        }
+        if path == signaling::API_BASE || path.starts_with(&format!("{}/", signaling::API_BASE)) {
+            bail!("realtime.path is {path:?}, inside the REST API under {}", signaling::API_BASE);
+        }
+        for (key, value) in [
+            ("realtime.login_timeout_ms", self.realtime.login_timeout_ms),
+            ("realtime.ping_interval_ms", self.realtime.ping_interval_ms),
+            ("realtime.ping_timeout_ms", self.realtime.ping_timeout_ms),
+        ] {
+            if value == 0 {
+                bail!("{key} must be greater than 0");
+            }
         }
         if self.demo.enabled && self.demo.dir.as_os_str().is_empty() {
             bail!(
@@ -791,6 +872,10 @@ mod tests {
             ("log.filter", "debug"),
             ("shutdown.drain_delay_ms", "300"),
             ("shutdown.timeout_ms", "400"),
+            ("realtime.path", "/socket"),
+            ("realtime.login_timeout_ms", "1500"),
+            ("realtime.ping_interval_ms", "2500"),
+            ("realtime.ping_timeout_ms", "3500"),
             ("demo.enabled", "false"),
             ("demo.dir", "/srv/switchboard-demo"),
             ("demo.token_url", "https://app.example.com/token"),
@@ -866,6 +951,10 @@ mod tests {
             assert_eq!(config.log.filter, "debug");
             assert_eq!(config.shutdown.drain_delay_ms, 300);
             assert_eq!(config.shutdown.timeout_ms, 400);
+            assert_eq!(config.realtime.path, "/socket");
+            assert_eq!(config.realtime.login_timeout_ms, 1500);
+            assert_eq!(config.realtime.ping_interval_ms, 2500);
+            assert_eq!(config.realtime.ping_timeout_ms, 3500);
             assert!(!config.demo.enabled);
             assert_eq!(config.demo.dir, Path::new("/srv/switchboard-demo"));
             assert_eq!(

@@ -99,6 +99,12 @@ impl Node {
         if let Some(demo) = demo::router(&config, &state)? {
             app = app.merge(demo);
         }
+        let app = signaling::realtime::attach(
+            app,
+            state.clone(),
+            &event_fanout,
+            config.realtime.to_realtime_config(),
+        );
         let http_task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
