@@ -66,13 +66,18 @@ impl SdkUser {
         self.browser.run(what, body, args).await
     }
 
-    async fn join(&self, conversation: &str) {
+    /// Waits for the application-level `member:invited` of this user, then joins the
+    /// conversation that the SDK loaded for the invitation.
+    async fn accept_invitation(&self) {
+        self.expect_event("application", "member:invited", &self.name)
+            .await;
         self.run(
-            "join",
-            "const conversation = await sbt.application.getConversation(args.cid);\n\
+            "join the invitation",
+            "const conversation = sbt.application.conversations[sbt.invitedConversationId];\n\
+             if (!conversation) throw new Error('no conversation for the invitation');\n\
              sbt.watch(conversation);\n\
              await conversation.join();",
-            json!({ "cid": conversation }),
+            json!({}),
         )
         .await;
     }
@@ -128,6 +133,13 @@ impl SdkUser {
                 self.name
             );
         }
+    }
+
+    async fn print_video_report(&self) {
+        let report = self
+            .run("video report", "return sbt.videoReport();", json!({}))
+            .await;
+        println!("{}: video statistics: {report}", self.name);
     }
 
     async fn expect_event(&self, scope: &str, kind: &str, about: &str) {
@@ -227,11 +239,19 @@ async fn sdk_video_conversation_scenario() {
         )
         .await;
     let conversation = conversation.as_str().expect("conversation id").to_owned();
-    tokio::join!(
-        a.join(&conversation),
-        b.join(&conversation),
-        c.join(&conversation)
-    );
+    // A user token reads only conversations its user is an INVITED or JOINED member of, so
+    // B and C enter by invitation.
+    a.run(
+        "join and invite",
+        "const conversation = sbt.application.conversations[args.cid];\n\
+         sbt.watch(conversation);\n\
+         await conversation.join();\n\
+         await conversation.invite({ user_name: 'B' });\n\
+         await conversation.invite({ user_name: 'C' });",
+        json!({ "cid": conversation }),
+    )
+    .await;
+    tokio::join!(b.accept_invitation(), c.accept_invitation());
     step(started, "A, B and C joined");
     tokio::join!(a.enable_video(), b.enable_video(), c.enable_video());
     step(started, "A, B and C enabled video");
@@ -241,6 +261,9 @@ async fn sdk_video_conversation_scenario() {
         c.expect_live_video_of(&["A", "B"]),
     );
     step(started, "each of A, B and C decodes the other two");
+    for user in [&a, &b, &c] {
+        user.print_video_report().await;
+    }
 
     a.run(
         "mute video",
@@ -269,17 +292,8 @@ async fn sdk_video_conversation_scenario() {
         json!({}),
     )
     .await;
-    d.expect_event("application", "member:invited", "D").await;
-    d.run(
-        "join the invitation",
-        "const conversation = sbt.application.conversations[sbt.invitedConversationId];\n\
-         if (!conversation) throw new Error('no conversation for the invitation');\n\
-         sbt.watch(conversation);\n\
-         await conversation.join();\n\
-         await conversation.media.enable({ video: 'both', audio: true });",
-        json!({}),
-    )
-    .await;
+    d.accept_invitation().await;
+    d.enable_video().await;
     step(started, "D accepted the invitation and enabled video");
     for user in [&a, &b, &c] {
         user.expect_event("conversation", "member:joined", "D")
@@ -312,7 +326,7 @@ async fn sdk_video_conversation_scenario() {
         "B and D saw A's streams end and A leave after its browser died",
     );
 
-    for user in [&b, &d] {
+    for user in [&b, &c, &d] {
         let errors = user
             .run("page errors", "return sbt.errors;", json!({}))
             .await;
@@ -511,6 +525,24 @@ async fn demo_page_grid_scenario() {
         let docs = browser::repo_root().join("docs/demo-grid.png");
         std::fs::write(&docs, &png_bytes).expect("write docs/demo-grid.png");
         println!("updated {}", docs.display());
+    }
+
+    for user in [&alice, &bob, &carol] {
+        let failures = user
+            .browser
+            .run(
+                "the demo's failure events",
+                "return window.switchboardDemo.events.filter((event) =>\n\
+                   event.type === 'unhandledrejection' || event.type.endsWith(':failed'));",
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            failures,
+            json!([]),
+            "{}: failures on the demo page",
+            user.name
+        );
     }
 
     drop((alice, bob, carol));

@@ -395,7 +395,8 @@ impl Browser {
     /// The events and errors the helpers recorded, for failure messages.
     pub async fn page_state(&self) -> String {
         let script = "return window.sbt ? JSON.stringify({ events: window.sbt.events, \
-                      errors: window.sbt.errors }) : 'no helpers in the page';";
+                      errors: window.sbt.errors, console: window.sbt.console.slice(-60) }, \
+                      null, 1) : 'no helpers in the page';";
         match self.client.execute(script, Vec::new()).await {
             Ok(Value::String(text)) => text,
             Ok(other) => other.to_string(),

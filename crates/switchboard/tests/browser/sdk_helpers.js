@@ -19,7 +19,10 @@
     } catch (_) {
       fields = '';
     }
-    const text = error.stack || error.message || String(error);
+    if (!(error instanceof Error) && !error.message) {
+      return fields || String(error);
+    }
+    const text = `${error.name || 'Error'}: ${error.message || String(error)}`;
     return fields && fields !== '{}' ? `${text} ${fields}` : text;
   };
   const nameOf = (member) => (member && member.user && member.user.name) || null;
@@ -35,6 +38,23 @@
   };
   window.sbt = sbt;
   sbt.describe = describe;
+
+  // The SDK logs every message it sends and receives in debug mode; the last lines go into
+  // failure messages.
+  sbt.console = [];
+  for (const level of ['debug', 'log', 'info', 'warn', 'error']) {
+    const original = console[level].bind(console);
+    console[level] = (...values) => {
+      const line = values
+        .map((value) => (typeof value === 'string' ? value : describe(value)))
+        .join(' ');
+      sbt.console.push(`${level}: ${line.slice(0, 600)}`);
+      if (sbt.console.length > 400) {
+        sbt.console.shift();
+      }
+      original(...values);
+    };
+  }
 
   window.addEventListener('error', (event) => {
     sbt.errors.push(`error: ${event.message}`);
@@ -89,6 +109,7 @@
     const client = new ConversationClient({
       url: origin,
       path: '/rtc',
+      debug: true,
       iceServers: [],
       cache: false,
       sync: 'none',
@@ -242,6 +263,39 @@
       });
     }
     return totals;
+  };
+
+  // Video statistics of this page's own upstream legs and of every receive leg, for the test's
+  // output: they show frame rates, resolution and why an encoder limits its quality.
+  sbt.videoReport = async () => {
+    const pick = (stats, keys) => Object.fromEntries(keys.map((key) => [key, stats[key]]));
+    const report = { upstream: [], downstream: {} };
+    for (const leg of Object.values(sbt.conversation.media.rtcObjects || {})) {
+      if (!leg.pc || leg.pc.connectionState === 'closed') {
+        continue;
+      }
+      (await leg.pc.getStats()).forEach((stats) => {
+        if (stats.type === 'outbound-rtp' && stats.kind === 'video') {
+          report.upstream.push(pick(stats, ['framesEncoded', 'framesSent', 'framesPerSecond',
+            'frameWidth', 'frameHeight', 'qualityLimitationReason', 'pliCount', 'nackCount',
+            'keyFramesEncoded', 'targetBitrate']));
+        }
+      });
+    }
+    for (const leg of sbt.conversation.remoteMembers || []) {
+      if (!leg.pc || leg.pc.connectionState === 'closed') {
+        continue;
+      }
+      const name = nameOf(leg.remote_member) || leg.remote_member_id;
+      (await leg.pc.getStats()).forEach((stats) => {
+        if (stats.type === 'inbound-rtp' && stats.kind === 'video') {
+          report.downstream[name] = pick(stats, ['framesReceived', 'framesDecoded',
+            'framesDropped', 'framesPerSecond', 'frameWidth', 'frameHeight', 'keyFramesDecoded',
+            'packetsLost', 'nackCount', 'pliCount', 'firCount', 'decoderImplementation']);
+        }
+      });
+    }
+    return report;
   };
 
   // Waits until the named user's decoded video frames grow past their current count.
