@@ -117,20 +117,13 @@ async fn login_errors_are_precise() {
     let node = Node::start(realtime_config()).await.expect("node");
     let api = Api::new(&node);
     let admin = node.admin_token(Duration::from_secs(600)).expect("admin");
-    api.post_ok(&admin, "/users", json!({ "name": "alice" }))
-        .await;
+    api.post_ok(&admin, "/users", json!({ "name": "alice" })).await;
     let socket = connect(&node).await;
 
     let cases = [
         (json!({ "body": {} }), "session:error:invalid-parameters"),
-        (
-            json!({ "body": { "token": "not-a-jwt" } }),
-            "session:error:invalid-token",
-        ),
-        (
-            json!({ "body": { "token": admin } }),
-            "session:error:invalid-token",
-        ),
+        (json!({ "body": { "token": "not-a-jwt" } }), "session:error:invalid-token"),
+        (json!({ "body": { "token": admin } }), "session:error:invalid-token"),
         (
             json!({ "body": { "token": node.user_token("nobody", Duration::from_secs(60)).expect("token") } }),
             "session:error:user-not-found",
@@ -144,12 +137,7 @@ async fn login_errors_are_precise() {
         .user_token("alice", Duration::ZERO)
         .expect("an expiring token");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let reply = request(
-        &socket,
-        "session:login",
-        json!({ "body": { "token": expired } }),
-    )
-    .await;
+    let reply = request(&socket, "session:login", json!({ "body": { "token": expired } })).await;
     // A token of zero lifetime is still inside the clock leeway, so it is accepted, or it
     // is expired: both outcomes are precise, and neither may be an unsupported type.
     assert!(
@@ -196,12 +184,7 @@ async fn conversation_flow_over_the_socket() {
     let (bob, bob_id) = login(&node, &api, &admin, "bob").await;
 
     let cid = create_conversation(&alice, "standup").await;
-    let reply = request(
-        &alice,
-        "conversation:get",
-        json!({ "cid": cid, "body": {} }),
-    )
-    .await;
+    let reply = request(&alice, "conversation:get", json!({ "cid": cid, "body": {} })).await;
     let conversation = success(&reply, "conversation:get:success");
     assert_eq!(conversation["id"], cid);
     assert_eq!(conversation["properties"]["video"], true);
@@ -244,10 +227,7 @@ async fn conversation_flow_over_the_socket() {
     assert_eq!(list[0]["member_id"], invited["member_id"]);
 
     let bob_member = join(&bob, &cid, &bob_id).await;
-    assert_eq!(
-        bob_member, invited["member_id"],
-        "the invitation is accepted"
-    );
+    assert_eq!(bob_member, invited["member_id"], "the invitation is accepted");
     let seen = alice
         .wait_for("bob's member:joined", WAIT, |event| {
             event.name == "member:joined" && event.payload["from"] == bob_member
@@ -256,12 +236,7 @@ async fn conversation_flow_over_the_socket() {
         .expect("alice sees bob join");
     assert_eq!(seen.payload["body"]["state"], "JOINED");
 
-    let reply = request(
-        &bob,
-        "conversation:events",
-        json!({ "cid": cid, "body": {} }),
-    )
-    .await;
+    let reply = request(&bob, "conversation:events", json!({ "cid": cid, "body": {} })).await;
     let events = success(&reply, "conversation:events:success");
     let types: Vec<&str> = events
         .as_array()
@@ -271,12 +246,7 @@ async fn conversation_flow_over_the_socket() {
         .collect();
     assert_eq!(
         types,
-        [
-            "conversation:created",
-            "member:joined",
-            "member:invited",
-            "member:joined"
-        ]
+        ["conversation:created", "member:joined", "member:invited", "member:joined"]
     );
 
     let reply = request(
@@ -316,93 +286,25 @@ async fn bad_requests_get_precise_errors_and_change_nothing() {
     let _ = alice.drain().await;
 
     let cases: Vec<(&str, Value, &str)> = vec![
-        (
-            "conversation:get",
-            json!({ "body": {} }),
-            "conversation:get:error:invalid-parameters",
-        ),
-        (
-            "conversation:get",
-            json!({ "cid": 7 }),
-            "conversation:get:error:invalid-parameters",
-        ),
-        (
-            "conversation:get",
-            json!({ "cid": "CON-missing" }),
-            "conversation:get:error:not-found",
-        ),
-        (
-            "conversation:join",
-            json!({ "cid": cid, "body": "join" }),
-            "conversation:join:error:invalid-parameters",
-        ),
-        (
-            "conversation:invite",
-            json!({ "cid": cid, "body": {} }),
-            "conversation:invite:error:invalid-parameters",
-        ),
-        (
-            "conversation:invite",
-            json!({ "cid": cid, "body": { "user_name": "nobody" } }),
-            "conversation:invite:error:not-found",
-        ),
-        (
-            "rtc:new",
-            json!({ "cid": cid, "from": member, "body": {} }),
-            "rtc:new:error:audio-only-unsupported",
-        ),
-        (
-            "rtc:new",
-            json!({ "cid": cid, "from": member, "body": { "video": { "direction": "both" } } }),
-            "rtc:new:error:invalid-parameters",
-        ),
-        (
-            "rtc:new",
-            json!({ "cid": cid, "from": member, "body": { "offer": { "sdp": "v=0 nonsense" }, "video": { "direction": "both" } } }),
-            "rtc:new:error:invalid-offer",
-        ),
-        (
-            "rtc:new",
-            json!({ "cid": cid, "from": member, "body": { "offer": { "sdp": "v=0" }, "video": { "direction": "receive_only" } } }),
-            "rtc:new:error:unsupported-direction",
-        ),
-        (
-            "rtc:new",
-            json!({ "cid": cid, "from": member, "body": { "offer": { "sdp": "v=0" }, "video": { "direction": "send_only", "name": "screenshare" } } }),
-            "rtc:new:error:screenshare-unsupported",
-        ),
-        (
-            "rtc:answer",
-            json!({ "cid": cid, "from": member, "rtc_id": "LEG-unknown", "body": { "answer": "v=0", "leg_id": "LEG-other" } }),
-            "rtc:answer:error:unknown-leg",
-        ),
-        (
-            "rtc:answer",
-            json!({ "cid": cid, "from": member, "body": { "answer": "v=0" } }),
-            "rtc:answer:error:invalid-parameters",
-        ),
-        (
-            "rtc:terminate",
-            json!({ "cid": cid, "from": member, "rtc_id": "LEG-unknown" }),
-            "rtc:terminate:error:not-found",
-        ),
-        (
-            "video:mute:on",
-            json!({ "cid": cid, "body": { "rtc_id": "LEG-1" } }),
-            "video:mute:on:error:invalid-parameters",
-        ),
-        (
-            "text",
-            json!({ "cid": cid, "body": { "text": "hi" } }),
-            "text:error:unsupported",
-        ),
+        ("conversation:get", json!({ "body": {} }), "conversation:get:error:invalid-parameters"),
+        ("conversation:get", json!({ "cid": 7 }), "conversation:get:error:invalid-parameters"),
+        ("conversation:get", json!({ "cid": "CON-missing" }), "conversation:get:error:not-found"),
+        ("conversation:join", json!({ "cid": cid, "body": "join" }), "conversation:join:error:invalid-parameters"),
+        ("conversation:invite", json!({ "cid": cid, "body": {} }), "conversation:invite:error:invalid-parameters"),
+        ("conversation:invite", json!({ "cid": cid, "body": { "user_name": "nobody" } }), "conversation:invite:error:not-found"),
+        ("rtc:new", json!({ "cid": cid, "from": member, "body": {} }), "rtc:new:error:audio-only-unsupported"),
+        ("rtc:new", json!({ "cid": cid, "from": member, "body": { "video": { "direction": "both" } } }), "rtc:new:error:invalid-parameters"),
+        ("rtc:new", json!({ "cid": cid, "from": member, "body": { "offer": { "sdp": "v=0 nonsense" }, "video": { "direction": "both" } } }), "rtc:new:error:invalid-offer"),
+        ("rtc:new", json!({ "cid": cid, "from": member, "body": { "offer": { "sdp": "v=0" }, "video": { "direction": "receive_only" } } }), "rtc:new:error:unsupported-direction"),
+        ("rtc:new", json!({ "cid": cid, "from": member, "body": { "offer": { "sdp": "v=0" }, "video": { "direction": "send_only", "name": "screenshare" } } }), "rtc:new:error:screenshare-unsupported"),
+        ("rtc:answer", json!({ "cid": cid, "from": member, "rtc_id": "LEG-unknown", "body": { "answer": "v=0", "leg_id": "LEG-other" } }), "rtc:answer:error:unknown-leg"),
+        ("rtc:answer", json!({ "cid": cid, "from": member, "body": { "answer": "v=0" } }), "rtc:answer:error:invalid-parameters"),
+        ("rtc:terminate", json!({ "cid": cid, "from": member, "rtc_id": "LEG-unknown" }), "rtc:terminate:error:not-found"),
+        ("video:mute:on", json!({ "cid": cid, "body": { "rtc_id": "LEG-1" } }), "video:mute:on:error:invalid-parameters"),
+        ("text", json!({ "cid": cid, "body": { "text": "hi" } }), "text:error:unsupported"),
         ("no:such:type", json!({}), "no:such:type:error:unsupported"),
         ("<script>", json!({}), "request:error:invalid-type"),
-        (
-            "session:login",
-            json!({ "body": {} }),
-            "session:error:already-logged-in",
-        ),
+        ("session:login", json!({ "body": {} }), "session:error:already-logged-in"),
     ];
     for (name, fields, expected) in cases {
         let reply = request(&alice, name, fields).await;
@@ -410,10 +312,7 @@ async fn bad_requests_get_precise_errors_and_change_nothing() {
     }
     // A member of someone else: carol is not a member of the conversation.
     let reply = request(&carol, "conversation:get", json!({ "cid": cid })).await;
-    assert!(
-        reply.name.starts_with("conversation:get:error:"),
-        "{reply:?}"
-    );
+    assert!(reply.name.starts_with("conversation:get:error:"), "{reply:?}");
 
     // Payloads that are no request envelope: the reply has no rid to match, so it is read
     // by type.
@@ -470,9 +369,7 @@ async fn unparsable_frame_closes_only_its_socket() {
     let reply = request(&alice, "conversation:get", json!({ "cid": cid })).await;
     success(&reply, "conversation:get:success");
     let stray = alice
-        .wait_for("anything about bob", QUIET, |event| {
-            event.name.starts_with("member:")
-        })
+        .wait_for("anything about bob", QUIET, |event| event.name.starts_with("member:"))
         .await;
     assert!(stray.is_err(), "alice noticed nothing: {stray:?}");
 }
