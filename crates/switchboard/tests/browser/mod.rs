@@ -45,7 +45,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const HELPERS: &str = include_str!("sdk_helpers.js");
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::canonicalize(&root).unwrap_or(root)
 }
 
 /// The repository's demo directory: the page that loads the SDK, and the SDK that
