@@ -35,6 +35,9 @@
   const watchedMembers = new Set();
   // Invitations that wait for Accept or Decline, the one shown first.
   const invitations = [];
+  // The conversation that Join is entering, {name, id}, with the id once the token service
+  // returned it.
+  let requestedConversation = null;
   // The `to` of each mute event as it came off the socket, by conversation and event id. The
   // SDK's Event objects do not keep `to`.
   const muteTargets = new Map();
@@ -94,47 +97,69 @@
     }
   }
 
-  // Gets a user token: from the application's token service when demo.token_url is set, else
-  // from the node itself, which mints them only when it signs with the development secret.
-  async function fetchToken(userName) {
+  // Gets a user token, and with a conversation name also has the user put into that
+  // conversation, because a user reads only conversations it is an INVITED or JOINED member of.
+  // The token service is demo.token_url when it is set. Otherwise the node mints tokens, which
+  // it does only when it signs with the development secret. Returns {token, conversation}, where
+  // conversation is {id, name} or null.
+  async function fetchToken(userName, conversationName) {
     const config = demo.config;
+    let response;
+    let service;
     if (config.token_url) {
       const url = new URL(config.token_url, window.location.href);
       url.searchParams.set('user', userName);
-      const response = await fetch(url);
-      const body = await readJson(response);
-      if (!response.ok) {
-        throw new Error('the token service ' + url.origin + url.pathname + ' returned ' +
-          response.status + (body.detail ? ': ' + body.detail : ''));
+      if (conversationName) {
+        url.searchParams.set('conversation', conversationName);
       }
-      if (typeof body.token !== 'string') {
-        throw new Error('the token service ' + url.origin + url.pathname +
-          ' returned no "token" string');
+      service = 'the token service ' + url.origin + url.pathname;
+      response = await fetch(url);
+    } else if (config.mint_tokens) {
+      const request = { user: userName };
+      if (conversationName) {
+        request.conversation = conversationName;
       }
-      return body.token;
-    }
-    if (config.mint_tokens) {
-      const response = await fetch('/demo/token', {
+      service = 'the node';
+      response = await fetch('/demo/token', {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ user: userName }),
+        body: JSON.stringify(request),
       });
-      const body = await readJson(response);
-      if (!response.ok) {
-        throw new Error('no token for ' + JSON.stringify(userName) + ': ' +
-          (body.detail || 'the node returned ' + response.status));
-      }
-      return body.token;
+    } else {
+      throw new Error('this node gives the page no tokens: set demo.token_url to the ' +
+        "application's token service");
     }
-    throw new Error('this node gives the page no tokens: set demo.token_url to the ' +
-      "application's token service");
+
+    const body = await readJson(response);
+    if (!response.ok) {
+      throw new Error('no token for ' + JSON.stringify(userName) + ': ' + service +
+        ' returned ' + response.status + (body.detail ? ': ' + body.detail : ''));
+    }
+    if (typeof body.token !== 'string') {
+      throw new Error(service + ' returned no "token" string');
+    }
+    if (!conversationName) {
+      return { token: body.token, conversation: null };
+    }
+    const conversation = body.conversation;
+    if (!conversation || typeof conversation.id !== 'string') {
+      throw new Error(service + ' returned no "conversation" with an "id" string, so ' +
+        userName + ' is not a member of ' + JSON.stringify(conversationName) + ': the ' +
+        'service must put the user into the conversation it names');
+    }
+    return { token: body.token, conversation: conversation };
   }
 
   // ---- Session ----
 
-  // Logs in as `userName`, reusing the session when that user is logged in already.
-  async function logIn(userName) {
-    if (demo.client && demo.userName === userName) {
+  function isLoggedInAs(userName) {
+    return Boolean(demo.client && demo.userName === userName);
+  }
+
+  // Logs in as `userName` with `token`, or reuses the session when that user is logged in
+  // already: the session stays valid, so the new token goes unused.
+  async function logIn(userName, token) {
+    if (isLoggedInAs(userName)) {
       return demo.application;
     }
     if (demo.client) {
@@ -145,7 +170,6 @@
       demo.userName = null;
     }
 
-    const token = await fetchToken(userName);
     const client = new window.ConversationClient({
       url: window.location.origin,
       path: '/rtc',
@@ -203,40 +227,6 @@
   }
 
   // ---- Conversations ----
-
-  // Finds the conversation among the user's own ones, or creates it.
-  async function findOrCreateConversation(application, name) {
-    const conversations = await application.getConversations();
-    const existing = Object.values(conversations).find(function (conversation) {
-      return conversation.name === name;
-    });
-    if (existing) {
-      try {
-        // The list has no members and no properties.video, which media.enable needs.
-        return await application.getConversation(existing.id);
-      } catch (error) {
-        // A conversation the user has left may be unreadable until it joins again, and
-        // join() reads it again once it has joined.
-        record('conversation:get:failed', { conversation: name, error: describeError(error) });
-        return existing;
-      }
-    }
-
-    try {
-      return await application.newConversation({
-        name: name,
-        display_name: name,
-        properties: { video: true },
-      });
-    } catch (error) {
-      if (String(error.type || '').includes('duplicate')) {
-        throw new Error('a conversation named ' + JSON.stringify(name) + ' exists, but ' +
-          application.me.name + ' is not a member of it: ask one of its members to invite ' +
-          application.me.name + ', then accept the invitation');
-      }
-      throw error;
-    }
-  }
 
   // Joins the conversation unless already joined, then publishes camera and microphone.
   async function enterConversation(conversation) {
@@ -309,6 +299,10 @@
     });
     conversation.on('member:invited', LISTENER_GROUP, function (member, event) {
       record('member:invited', { member: member.id, name: memberName(member) });
+      if (isMe(member)) {
+        // The page's own token request invited the user, which is joining already.
+        return;
+      }
       const inviter = event.body && event.body.invited_by;
       notice(memberName(member) + ' was invited' + (inviter ? ' by ' + inviter : ''));
     });
@@ -523,6 +517,17 @@
 
   // ---- Invitations ----
 
+  // Whether the page asked for this conversation itself: the token service invites the user
+  // into the conversation that Join names, and a session that is logged in already receives
+  // that invitation while the page is joining.
+  function isRequestedConversation(conversation) {
+    const requested = requestedConversation;
+    if (requested && (conversation.id === requested.id || conversation.name === requested.name)) {
+      return true;
+    }
+    return Boolean(demo.conversation && demo.conversation.id === conversation.id);
+  }
+
   function onInvited(member, event) {
     const me = demo.application.me;
     const invitee = event.body && event.body.user;
@@ -533,12 +538,27 @@
     if (!conversation) {
       return;
     }
+    if (isRequestedConversation(conversation)) {
+      record('invitation:requested', { conversation: conversation.name });
+      return;
+    }
     const inviter = (event.body && event.body.invited_by) || 'Someone';
     record('invitation', { conversation: conversation.name, from: inviter });
     invitations.push({ conversation: conversation, inviter: inviter });
     if (invitations.length === 1) {
       showInvitation();
     }
+  }
+
+  function dropInvitations(conversationId) {
+    const waiting = invitations.filter(function (invitation) {
+      return invitation.conversation.id !== conversationId;
+    });
+    if (waiting.length === invitations.length) {
+      return;
+    }
+    invitations.splice(0, invitations.length, ...waiting);
+    showInvitation();
   }
 
   function showInvitation() {
@@ -589,24 +609,50 @@
     const conversationName = elements['conversation-name'].value;
     elements['join-button'].disabled = true;
     try {
-      setStatus('Logging in as ' + userName + '…');
-      const application = await logIn(userName);
       if (conversationName === '') {
-        setStatus('Logged in as ' + userName + ', waiting for invitations.');
+        await logInToWait(userName);
         elements['join-button'].disabled = false;
         return;
       }
-      setStatus('Finding conversation ' + JSON.stringify(conversationName) + '…');
-      const conversation = await findOrCreateConversation(application, conversationName);
-      await enterConversation(conversation);
+      await joinByName(userName, conversationName);
     } catch (error) {
       setStatus('Joining failed: ' + describeError(error), true);
       record('join:failed', { error: describeError(error) });
       if (!demo.conversation) {
         elements['join-button'].disabled = false;
       }
+    } finally {
+      requestedConversation = null;
     }
   });
+
+  async function logInToWait(userName) {
+    setStatus('Logging in as ' + userName + '…');
+    if (!isLoggedInAs(userName)) {
+      const grant = await fetchToken(userName, null);
+      await logIn(userName, grant.token);
+    }
+    setStatus('Logged in as ' + userName + ', waiting for invitations.');
+  }
+
+  // Has the token service put the user into the conversation, then loads it by the id that the
+  // service returned and joins it. A user token cannot look a conversation up by name.
+  async function joinByName(userName, conversationName) {
+    requestedConversation = { name: conversationName, id: null };
+    setStatus('Getting a token for ' + userName + ' in ' + JSON.stringify(conversationName) +
+      '…');
+    const grant = await fetchToken(userName, conversationName);
+    requestedConversation.id = grant.conversation.id;
+    record('token', { user: userName, conversation: grant.conversation.id });
+
+    setStatus('Logging in as ' + userName + '…');
+    const application = await logIn(userName, grant.token);
+    setStatus('Loading conversation ' + JSON.stringify(conversationName) + '…');
+    const conversation = await application.getConversation(grant.conversation.id);
+    // An earlier invitation to this conversation would offer a second way in.
+    dropInvitations(conversation.id);
+    await enterConversation(conversation);
+  }
 
   elements['mute-camera'].addEventListener('click', function () {
     toggleMute('camera');
@@ -646,9 +692,9 @@
     answerInvitation(false);
   });
 
-  // Some SDK failures reject no promise of the page's: media.enable leaves a failed
-  // getUserMedia unhandled, and newConversation one of the conversation:get it sends after
-  // creating. The step that waits for them never ends, so Join is offered again.
+  // Some SDK failures reject no promise of the page's, such as a failed getUserMedia, which
+  // media.enable leaves unhandled. The step that waits for them never ends, so Join is
+  // offered again.
   window.addEventListener('unhandledrejection', function (rejection) {
     setStatus('Failed: ' + describeError(rejection.reason), true);
     record('unhandledrejection', { error: describeError(rejection.reason) });
@@ -670,7 +716,8 @@
       return 'Tokens come from the application at ' + config.token_url + '.';
     }
     if (config.mint_tokens) {
-      return 'Development node: it creates the user and mints a token for any name you type.';
+      return 'Development node: it creates the user and mints a token for any name you type, ' +
+        'and puts the user into the conversation you name.';
     }
     return 'This node mints no tokens and has no demo.token_url, so nobody can log in here.';
   }

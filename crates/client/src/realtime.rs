@@ -39,7 +39,8 @@ pub struct ReceivedEvent {
 
 /// A connected socket.io v2 client.
 pub struct RealtimeClient {
-    frames: mpsc::UnboundedSender<String>,
+    /// Frames to send; `None` closes the WebSocket.
+    frames: mpsc::UnboundedSender<Option<String>>,
     events: Mutex<mpsc::UnboundedReceiver<ReceivedEvent>>,
     /// Events received while waiting for another one, in arrival order.
     backlog: Mutex<VecDeque<ReceivedEvent>>,
@@ -60,16 +61,19 @@ impl RealtimeClient {
         let handshake: Value = open
             .strip_prefix('0')
             .and_then(|json| serde_json::from_str(json).ok())
-            .ok_or_else(|| RealtimeError::Protocol(format!("expected an open packet, got {open:?}")))?;
-        let ping_interval = Duration::from_millis(handshake["pingInterval"].as_u64().unwrap_or(25_000));
+            .ok_or_else(|| {
+                RealtimeError::Protocol(format!("expected an open packet, got {open:?}"))
+            })?;
+        let ping_interval =
+            Duration::from_millis(handshake["pingInterval"].as_u64().unwrap_or(25_000));
 
-        let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<String>();
+        let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<Option<String>>();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let closed = Arc::new(AtomicBool::new(false));
         let heartbeat = Arc::new(AtomicBool::new(true));
 
         tokio::spawn(async move {
-            while let Some(frame) = frames_rx.recv().await {
+            while let Some(Some(frame)) = frames_rx.recv().await {
                 if sink.send(Message::text(frame)).await.is_err() {
                     break;
                 }
@@ -83,6 +87,10 @@ impl RealtimeClient {
                 let Message::Text(text) = message else {
                     continue;
                 };
+                // The node disconnected the default namespace, which ends a v2 client's socket.
+                if text.as_str() == "41" {
+                    break;
+                }
                 if let Some(event) = parse_event(text.as_str()) {
                     let _ = events_tx.send(event);
                 }
@@ -96,7 +104,7 @@ impl RealtimeClient {
         tokio::spawn(async move {
             while !ping_closed.load(Ordering::SeqCst) {
                 tokio::time::sleep(ping_interval).await;
-                if pinging.load(Ordering::SeqCst) && pinger.send("2".to_owned()).is_err() {
+                if pinging.load(Ordering::SeqCst) && pinger.send(Some("2".to_owned())).is_err() {
                     break;
                 }
             }
@@ -120,7 +128,14 @@ impl RealtimeClient {
 
     /// Sends a raw engine.io frame, for malformed input.
     pub fn send_frame(&self, frame: String) -> Result<(), RealtimeError> {
-        self.frames.send(frame).map_err(|_| RealtimeError::Closed)
+        self.frames
+            .send(Some(frame))
+            .map_err(|_| RealtimeError::Closed)
+    }
+
+    /// Closes the WebSocket, as a browser tab that goes away.
+    pub fn close(&self) {
+        let _ = self.frames.send(None);
     }
 
     /// Sends a request of type `name` with a fresh `tid` added to `fields`, and waits for the
@@ -131,10 +146,7 @@ impl RealtimeClient {
         mut fields: Value,
         timeout: Duration,
     ) -> Result<ReceivedEvent, RealtimeError> {
-        let tid = format!(
-            "tid-{}",
-            self.next_tid.fetch_add(1, Ordering::SeqCst)
-        );
+        let tid = format!("tid-{}", self.next_tid.fetch_add(1, Ordering::SeqCst));
         fields["tid"] = json!(tid);
         self.emit(name, &fields)?;
         self.wait_for(&format!("the reply to {name}"), timeout, |event| {
@@ -149,7 +161,8 @@ impl RealtimeClient {
         name: &str,
         timeout: Duration,
     ) -> Result<ReceivedEvent, RealtimeError> {
-        self.wait_for(name, timeout, |event| event.name == name).await
+        self.wait_for(name, timeout, |event| event.name == name)
+            .await
     }
 
     /// Waits for the first event that `matches` accepts, keeping the others for later waits.
@@ -161,10 +174,10 @@ impl RealtimeClient {
     ) -> Result<ReceivedEvent, RealtimeError> {
         {
             let mut backlog = self.backlog.lock().await;
-            if let Some(index) = backlog.iter().position(&mut matches) {
-                if let Some(event) = backlog.remove(index) {
-                    return Ok(event);
-                }
+            if let Some(index) = backlog.iter().position(&mut matches)
+                && let Some(event) = backlog.remove(index)
+            {
+                return Ok(event);
             }
         }
         let deadline = tokio::time::Instant::now() + timeout;

@@ -50,4 +50,4 @@ pub use registry::{
     PostedEvent, PublishedLeg, Registry, UserConversation, UserUpdate,
 };
 pub use storage::{Storage, StorageError};
-pub use user::{MAX_NAME_LENGTH, NewUser, User};
+pub use user::{MAX_NAME_LENGTH, NewUser, User, validate_name};

@@ -197,6 +197,43 @@ fn conversation_update_appends_event() {
 }
 
 #[test]
+fn conversation_by_name_follows_renames_and_deletions() {
+    let registry = Registry::new();
+    let standup = conversation(&registry, "standup");
+    let review = conversation(&registry, "review");
+
+    let found = registry
+        .conversation_by_name("standup")
+        .map(|found| found.id);
+    assert_eq!(found, Some(standup.clone()));
+    let found = registry
+        .conversation_by_name("review")
+        .map(|found| found.id);
+    assert_eq!(found, Some(review));
+    assert_eq!(registry.conversation_by_name("missing"), None);
+    assert_eq!(registry.conversation_by_name("STANDUP"), None);
+
+    registry
+        .update_conversation(
+            &standup,
+            ConversationUpdate {
+                name: Some("daily".to_owned()),
+                ..ConversationUpdate::default()
+            },
+        )
+        .expect("rename");
+    assert_eq!(registry.conversation_by_name("standup"), None);
+    let found = registry.conversation_by_name("daily").map(|found| found.id);
+    assert_eq!(found, Some(standup.clone()));
+
+    registry.delete_conversation(&standup).expect("delete");
+    assert_eq!(registry.conversation_by_name("daily"), None);
+    let again = conversation(&registry, "daily");
+    let found = registry.conversation_by_name("daily").map(|found| found.id);
+    assert_eq!(found, Some(again));
+}
+
+#[test]
 fn conversation_deletion_leaves_tombstone() {
     let registry = Registry::new();
     let alice = user(&registry, "alice");

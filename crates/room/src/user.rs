@@ -29,7 +29,7 @@ pub struct NewUser {
 /// Checks a name or display name: 1 to [`MAX_NAME_LENGTH`] characters, not only whitespace,
 /// no whitespace at either end, and no control characters, which would corrupt logs and
 /// headers.
-pub(crate) fn validate_name(field: &'static str, value: &str) -> Result<(), RoomError> {
+pub fn validate_name(field: &'static str, value: &str) -> Result<(), RoomError> {
     let invalid = |reason: &str| RoomError::InvalidField {
         field,
         reason: reason.to_owned(),

@@ -365,8 +365,10 @@ pub struct DemoSettings {
     /// directory.
     pub dir: PathBuf,
     /// URL the page fetches user tokens from, `GET <token_url>?user=<name>` returning
-    /// `{"token": ...}`: the application's own token service. When it is unset, only a node on
-    /// the development secret gives the page tokens.
+    /// `{"token": ...}`: the application's own token service. With `&conversation=<name>` the
+    /// service also makes the user a member of that conversation and returns
+    /// `"conversation": {"id", "name"}`. When it is unset, only a node on the development
+    /// secret gives the page tokens.
     pub token_url: Option<String>,
 }
 
@@ -591,9 +593,10 @@ pub const SETTINGS: &[SettingDoc] = &[
     },
     SettingDoc {
         key: "demo.token_url",
-        description: "URL the demo page gets user tokens from (GET <url>?user=NAME returning \
-                      {\"token\": ...}) [default: none, so only a node on the development secret \
-                      gives the page tokens]",
+        description: "URL the demo page gets user tokens from, and memberships of the \
+                      conversations it names (GET <url>?user=NAME&conversation=NAME, as the \
+                      README's Demo section describes) [default: none, so only a node on the \
+                      development secret gives the page tokens]",
         is_text: true,
     },
 ];
@@ -663,7 +666,10 @@ impl Config {
             bail!("realtime.path is {path:?}: it must start with / and not end with /");
         }
         if path == signaling::API_BASE || path.starts_with(&format!("{}/", signaling::API_BASE)) {
-            bail!("realtime.path is {path:?}, inside the REST API under {}", signaling::API_BASE);
+            bail!(
+                "realtime.path is {path:?}, inside the REST API under {}",
+                signaling::API_BASE
+            );
         }
         for (key, value) in [
             ("realtime.login_timeout_ms", self.realtime.login_timeout_ms),

@@ -6,7 +6,8 @@
 //! - `GET /`: the page, `<demo.dir>/index.html`;
 //! - `GET /demo/app.js`, `GET /demo/style.css`: its script and style sheet;
 //! - `GET /demo/config.json`: where the page gets tokens, `{"mint_tokens", "token_url"}`;
-//! - `POST /demo/token`: on a development node only, a user token for `{"user": NAME}`;
+//! - `POST /demo/token`: on a development node only, a user token for `{"user": NAME}`, and
+//!   with `"conversation": NAME` also an INVITED member of that conversation;
 //! - `GET /sdk/conversationClient.js`: the SDK bundle that `scripts/setup-demo` installs from
 //!   npm into `<demo.dir>/node_modules`.
 
@@ -21,7 +22,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use room::{NewUser, RoomError, User};
+use room::{
+    Conversation, ConversationProperties, MemberAction, NewConversation, NewUser, RoomError, User,
+    validate_name,
+};
 use serde::{Deserialize, Serialize};
 use signaling::auth::TokenIssuer;
 use signaling::{ApiError, ApiJson, AppState, BodyLimit};
@@ -40,6 +44,13 @@ pub const SDK_BUNDLE: &str = "node_modules/nexmo-client/dist/conversationClient.
 
 /// Lifetime of the tokens that `POST /demo/token` mints.
 pub const DEMO_TOKEN_TTL: Duration = Duration::from_secs(4 * 60 * 60);
+
+/// How many times `POST /demo/token` looks up or creates a conversation that other requests
+/// create or delete at the same moment, before it gives up.
+const CONVERSATION_ATTEMPTS: u32 = 5;
+
+/// Pause before the next attempt, while another request finishes creating the conversation.
+const CONVERSATION_RETRY_DELAY: Duration = Duration::from_millis(20);
 
 /// State of the demo routes: the node's API state, the token issuer and the token URL.
 struct Demo {
@@ -163,12 +174,22 @@ async fn page_config(State(demo): State<Arc<Demo>>) -> Json<PageConfig> {
 struct TokenRequest {
     /// Name of the user to log in as, created if no user has it.
     user: String,
+    /// Name of a conversation to put the user into, created if no conversation has it.
+    conversation: Option<String>,
 }
 
 #[derive(Serialize)]
 struct TokenResponse {
     token: String,
     user: TokenUser,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conversation: Option<TokenConversation>,
+}
+
+#[derive(Serialize)]
+struct TokenConversation {
+    id: String,
+    name: String,
 }
 
 #[derive(Serialize)]
@@ -179,6 +200,11 @@ struct TokenUser {
 
 /// `POST /demo/token`: mints a user token like `switchboard token --user NAME`, valid for
 /// [`DEMO_TOKEN_TTL`], and creates the user first if it does not exist.
+///
+/// A user token can read only the conversations its user is an INVITED or JOINED member of,
+/// so an application's backend puts its users into conversations. With a conversation name,
+/// the node plays that backend. It finds or creates the video conversation with that name, and
+/// makes the user an INVITED member of it unless the user is INVITED or JOINED there already.
 async fn mint_token(
     State(demo): State<Arc<Demo>>,
     ApiJson(request): ApiJson<TokenRequest>,
@@ -190,7 +216,16 @@ async fn mint_token(
     let Some(issuer) = &demo.issuer else {
         return Err(ApiError::RouteNotFound("/demo/token".to_owned()));
     };
+    // Both names are checked before anything is created, so that a bad request creates
+    // neither a user nor a conversation.
+    if let Some(name) = &request.conversation {
+        validate_name("conversation", name)?;
+    }
     let user = find_or_create_user(&demo.state, &request.user)?;
+    let conversation = match &request.conversation {
+        Some(name) => Some(invite_to_conversation(&demo.state, &user, name).await?),
+        None => None,
+    };
     let token = issuer.mint(Some(&user.name), DEMO_TOKEN_TTL)?;
     Ok(Json(TokenResponse {
         token,
@@ -198,7 +233,102 @@ async fn mint_token(
             id: user.id.to_string(),
             name: user.name,
         },
+        conversation: conversation.map(|conversation| TokenConversation {
+            id: conversation.id.to_string(),
+            name: conversation.name,
+        }),
     }))
+}
+
+/// Makes the user an INVITED member of the conversation named `name`, which is found or
+/// created, unless the user has an INVITED or JOINED member there. Returns the conversation.
+async fn invite_to_conversation(
+    state: &AppState,
+    user: &User,
+    name: &str,
+) -> Result<Conversation, ApiError> {
+    let mut attempt = 1;
+    loop {
+        let result = find_or_create_conversation(state, name).and_then(|conversation| {
+            invite_user(state, &conversation, user)?;
+            Ok(conversation)
+        });
+        let error = match result {
+            Ok(conversation) => return Ok(conversation),
+            Err(error) => error,
+        };
+        // Another request created the conversation and has not stored it yet, or deleted it
+        // since it was found, so the next attempt finds or creates it again.
+        let retry = matches!(
+            error,
+            RoomError::DuplicateConversationName(_)
+                | RoomError::ConversationNotFound(_)
+                | RoomError::ConversationDeleted(_)
+        );
+        if !retry || attempt == CONVERSATION_ATTEMPTS {
+            return Err(error.into());
+        }
+        attempt += 1;
+        tokio::time::sleep(CONVERSATION_RETRY_DELAY).await;
+    }
+}
+
+/// Adds the user as an INVITED member, with no inviter because the application's backend adds
+/// it rather than another member. A user that is INVITED or JOINED already keeps its member.
+fn invite_user(
+    state: &AppState,
+    conversation: &Conversation,
+    user: &User,
+) -> Result<(), RoomError> {
+    let invited =
+        state
+            .registry()
+            .add_member(&conversation.id, &user.id, MemberAction::Invite, None);
+    match invited {
+        Ok(added) => {
+            info!(
+                conversation = %conversation.id,
+                member = %added.member.id,
+                user = %user.id,
+                "demo user invited"
+            );
+            Ok(())
+        }
+        Err(RoomError::AlreadyMember { member, state, .. }) => {
+            info!(
+                conversation = %conversation.id,
+                member = %member,
+                user = %user.id,
+                state = %state,
+                "demo user is already a member"
+            );
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Finds the conversation named `name`, or creates it as a video conversation, which the
+/// JavaScript SDK needs for sending video.
+fn find_or_create_conversation(state: &AppState, name: &str) -> Result<Conversation, RoomError> {
+    let registry = state.registry();
+    if let Some(conversation) = registry.conversation_by_name(name) {
+        return Ok(conversation);
+    }
+    let conversation = registry.create_conversation(NewConversation {
+        name: Some(name.to_owned()),
+        display_name: Some(name.to_owned()),
+        properties: ConversationProperties {
+            video: true,
+            ttl: None,
+        },
+    })?;
+    info!(
+        conversation = %conversation.id,
+        name = %conversation.name,
+        "demo conversation created"
+    );
+    Ok(conversation)
 }
 
 fn find_or_create_user(state: &AppState, name: &str) -> Result<User, ApiError> {

@@ -11,7 +11,7 @@ use switchboard::{Config, Node};
 
 mod common;
 
-use common::{Api, Reply, assert_problem};
+use common::{Api, Reply, assert_problem, event_log};
 
 /// A secret other than the development one, which turns the node's token minting off.
 const PRODUCTION_SECRET: &str = "a-production-secret-of-32-bytes-or-more";
@@ -40,6 +40,50 @@ async fn post_token_raw(api: &Api, content_type: &str, body: &str) -> Reply {
 
 async fn post_token(api: &Api, body: Value) -> Reply {
     post_token_raw(api, "application/json", &body.to_string()).await
+}
+
+/// Requests a token for `user` that also puts the user into `conversation`, and returns the
+/// token and the conversation's id.
+async fn token_for_conversation(api: &Api, user: &str, conversation: &str) -> (String, String) {
+    let reply = post_token(api, json!({"user": user, "conversation": conversation})).await;
+    assert_eq!(
+        reply.status, 200,
+        "POST /demo/token for {user} in {conversation}: {}",
+        reply.text
+    );
+    assert_eq!(reply.body["user"]["name"], user, "{}", reply.text);
+    assert_eq!(
+        reply.body["conversation"]["name"], conversation,
+        "{}",
+        reply.text
+    );
+    let token = reply.body["token"].as_str().expect("a token").to_owned();
+    let id = reply.body["conversation"]["id"]
+        .as_str()
+        .expect("a conversation id")
+        .to_owned();
+    (token, id)
+}
+
+/// Returns the members of `user` in a conversation, LEFT ones included, as the REST API
+/// shows them.
+fn members_of(conversation: &Value, user: &str) -> Vec<Value> {
+    conversation["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter(|member| member["name"] == user)
+        .cloned()
+        .collect()
+}
+
+async fn conversation_count(node: &Node, api: &Api) -> usize {
+    let admin = node.admin_token(Duration::from_secs(60)).expect("token");
+    let list = api.get_ok(&admin, "/conversations?page_size=100").await;
+    list["_embedded"]["conversations"]
+        .as_array()
+        .expect("conversations")
+        .len()
 }
 
 /// Writes a demo directory with a page and, if given, a stand-in for the SDK bundle.
@@ -311,6 +355,219 @@ async fn bad_token_request_gets_400() {
     let users = api.get(&admin, "/users").await;
     let users = users.body["_embedded"]["users"].as_array().expect("users");
     assert!(users.is_empty(), "bad requests create no user: {users:?}");
+
+    node.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn token_with_conversation_invites_user() {
+    let node = Node::start(demo_config(&repository_demo_dir()))
+        .await
+        .expect("start");
+    let api = Api::new(&node);
+
+    let (alice_token, conversation_id) = token_for_conversation(&api, "alice", "standup").await;
+    assert!(conversation_id.starts_with("CON-"), "{conversation_id}");
+    let path = format!("/conversations/{conversation_id}");
+    let conversation = api.get(&alice_token, &path).await;
+    assert_eq!(
+        conversation.status, 200,
+        "the invited user reads the conversation: {}",
+        conversation.text
+    );
+    let conversation = conversation.body;
+    assert_eq!(conversation["name"], "standup");
+    assert_eq!(conversation["display_name"], "standup");
+    assert_eq!(conversation["properties"]["video"], true);
+    let alice_members = members_of(&conversation, "alice");
+    assert_eq!(alice_members.len(), 1, "{conversation}");
+    let alice_member = &alice_members[0];
+    assert_eq!(alice_member["state"], "INVITED", "{alice_member}");
+    assert!(
+        alice_member.get("invited_by").is_none(),
+        "no member invited alice: {alice_member}"
+    );
+
+    let (bob_token, bob_conversation) = token_for_conversation(&api, "bob", "standup").await;
+    assert_eq!(
+        bob_conversation, conversation_id,
+        "the name finds the same conversation"
+    );
+    assert_eq!(conversation_count(&node, &api).await, 1);
+    let conversation = api.get_ok(&bob_token, &path).await;
+    let bob_members = members_of(&conversation, "bob");
+    assert_eq!(bob_members.len(), 1, "{conversation}");
+    assert_eq!(bob_members[0]["state"], "INVITED", "{conversation}");
+    assert_ne!(bob_members[0]["id"], alice_member["id"]);
+
+    let joined = api
+        .post(
+            &alice_token,
+            &format!("{path}/members"),
+            json!({"user_name": "alice", "action": "join"}),
+        )
+        .await;
+    assert_eq!(
+        joined.status, 200,
+        "the join accepts the invitation: {}",
+        joined.text
+    );
+    assert_eq!(joined.body["id"], alice_member["id"], "{}", joined.text);
+    assert_eq!(joined.body["state"], "JOINED", "{}", joined.text);
+
+    let admin = node.admin_token(Duration::from_secs(60)).expect("token");
+    let events = event_log(&api, &admin, &conversation_id).await;
+    let types: Vec<&str> = events
+        .iter()
+        .map(|event| event["type"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "conversation:created",
+            "member:invited",
+            "member:invited",
+            "member:joined"
+        ]
+    );
+    assert_eq!(events[1]["body"]["user"]["name"], "alice");
+    assert_eq!(events[2]["body"]["user"]["name"], "bob");
+
+    node.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn token_without_conversation_adds_none() {
+    let node = Node::start(demo_config(&repository_demo_dir()))
+        .await
+        .expect("start");
+    let api = Api::new(&node);
+
+    for body in [
+        json!({"user": "alice"}),
+        json!({"user": "alice", "conversation": null}),
+    ] {
+        let reply = post_token(&api, body.clone()).await;
+        assert_eq!(reply.status, 200, "{body}: {}", reply.text);
+        assert!(
+            reply.body.get("conversation").is_none(),
+            "{body}: {}",
+            reply.text
+        );
+    }
+    assert_eq!(conversation_count(&node, &api).await, 0);
+
+    node.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn member_is_not_invited_again() {
+    let node = Node::start(demo_config(&repository_demo_dir()))
+        .await
+        .expect("start");
+    let api = Api::new(&node);
+
+    let (token, conversation_id) = token_for_conversation(&api, "alice", "standup").await;
+    let path = format!("/conversations/{conversation_id}");
+    let invited = api.get_ok(&token, &path).await;
+    let sequence_number = &invited["sequence_number"];
+
+    // An INVITED user asks again.
+    let (_, again) = token_for_conversation(&api, "alice", "standup").await;
+    assert_eq!(again, conversation_id);
+    let conversation = api.get_ok(&token, &path).await;
+    assert_eq!(
+        &conversation["sequence_number"], sequence_number,
+        "no event for an INVITED user: {conversation}"
+    );
+    assert_eq!(
+        members_of(&conversation, "alice").len(),
+        1,
+        "{conversation}"
+    );
+
+    // A JOINED user asks again.
+    let joined = api
+        .post_ok(
+            &token,
+            &format!("{path}/members"),
+            json!({"user_name": "alice", "action": "join"}),
+        )
+        .await;
+    let joined_conversation = api.get_ok(&token, &path).await;
+    let (_, again) = token_for_conversation(&api, "alice", "standup").await;
+    assert_eq!(again, conversation_id);
+    let conversation = api.get_ok(&token, &path).await;
+    assert_eq!(
+        conversation["sequence_number"], joined_conversation["sequence_number"],
+        "no event for a JOINED user: {conversation}"
+    );
+    let members = members_of(&conversation, "alice");
+    assert_eq!(members.len(), 1, "{conversation}");
+    assert_eq!(members[0]["id"], joined["id"]);
+    assert_eq!(members[0]["state"], "JOINED", "{conversation}");
+
+    // A user that left is invited again, as a new member.
+    let member_id = joined["id"].as_str().expect("a member id");
+    let left = api
+        .delete(&token, &format!("{path}/members/{member_id}"))
+        .await;
+    assert_eq!(left.status, 200, "alice leaves: {}", left.text);
+    let (_, again) = token_for_conversation(&api, "alice", "standup").await;
+    assert_eq!(again, conversation_id);
+    let conversation = api.get_ok(&token, &path).await;
+    let members = members_of(&conversation, "alice");
+    let states: Vec<&Value> = members.iter().map(|member| &member["state"]).collect();
+    assert_eq!(
+        states,
+        [&json!("LEFT"), &json!("INVITED")],
+        "{conversation}"
+    );
+
+    node.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn bad_conversation_name_gets_400() {
+    let node = Node::start(demo_config(&repository_demo_dir()))
+        .await
+        .expect("start");
+    let api = Api::new(&node);
+
+    let long_name = "a".repeat(256);
+    let cases = [
+        json!(""),
+        json!("   "),
+        json!(" standup"),
+        json!("standup "),
+        json!("stand\nup"),
+        json!("stand\u{0}up"),
+        json!(long_name),
+        json!(5),
+        json!(["standup"]),
+    ];
+    for conversation in cases {
+        let body = json!({"user": "alice", "conversation": conversation});
+        let reply = post_token(&api, body.clone()).await;
+        assert_problem(
+            &reply,
+            400,
+            "request:error:invalid-parameters",
+            &body.to_string(),
+        );
+        let named = &reply.body["invalid_parameters"][0]["name"];
+        assert_eq!(named, "conversation", "{body}: {}", reply.text);
+    }
+
+    let admin = node.admin_token(Duration::from_secs(60)).expect("token");
+    let users = api.get_ok(&admin, "/users").await;
+    let users = users["_embedded"]["users"].as_array().expect("users");
+    assert!(users.is_empty(), "bad requests create no user: {users:?}");
+    assert_eq!(
+        conversation_count(&node, &api).await,
+        0,
+        "bad requests create no conversation"
+    );
 
     node.shutdown().await.expect("shutdown");
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use client::realtime::{RealtimeClient, ReceivedEvent};
+use client::{Kind, Publisher, SendPlan, Subscriber};
 use serde_json::{Value, json};
 use switchboard::{Config, Node};
 
@@ -117,13 +118,20 @@ async fn login_errors_are_precise() {
     let node = Node::start(realtime_config()).await.expect("node");
     let api = Api::new(&node);
     let admin = node.admin_token(Duration::from_secs(600)).expect("admin");
-    api.post_ok(&admin, "/users", json!({ "name": "alice" })).await;
+    api.post_ok(&admin, "/users", json!({ "name": "alice" }))
+        .await;
     let socket = connect(&node).await;
 
     let cases = [
         (json!({ "body": {} }), "session:error:invalid-parameters"),
-        (json!({ "body": { "token": "not-a-jwt" } }), "session:error:invalid-token"),
-        (json!({ "body": { "token": admin } }), "session:error:invalid-token"),
+        (
+            json!({ "body": { "token": "not-a-jwt" } }),
+            "session:error:invalid-token",
+        ),
+        (
+            json!({ "body": { "token": admin } }),
+            "session:error:invalid-token",
+        ),
         (
             json!({ "body": { "token": node.user_token("nobody", Duration::from_secs(60)).expect("token") } }),
             "session:error:user-not-found",
@@ -137,7 +145,12 @@ async fn login_errors_are_precise() {
         .user_token("alice", Duration::ZERO)
         .expect("an expiring token");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let reply = request(&socket, "session:login", json!({ "body": { "token": expired } })).await;
+    let reply = request(
+        &socket,
+        "session:login",
+        json!({ "body": { "token": expired } }),
+    )
+    .await;
     // A token of zero lifetime is still inside the clock leeway, so it is accepted, or it
     // is expired: both outcomes are precise, and neither may be an unsupported type.
     assert!(
@@ -184,7 +197,12 @@ async fn conversation_flow_over_the_socket() {
     let (bob, bob_id) = login(&node, &api, &admin, "bob").await;
 
     let cid = create_conversation(&alice, "standup").await;
-    let reply = request(&alice, "conversation:get", json!({ "cid": cid, "body": {} })).await;
+    let reply = request(
+        &alice,
+        "conversation:get",
+        json!({ "cid": cid, "body": {} }),
+    )
+    .await;
     let conversation = success(&reply, "conversation:get:success");
     assert_eq!(conversation["id"], cid);
     assert_eq!(conversation["properties"]["video"], true);
@@ -227,7 +245,10 @@ async fn conversation_flow_over_the_socket() {
     assert_eq!(list[0]["member_id"], invited["member_id"]);
 
     let bob_member = join(&bob, &cid, &bob_id).await;
-    assert_eq!(bob_member, invited["member_id"], "the invitation is accepted");
+    assert_eq!(
+        bob_member, invited["member_id"],
+        "the invitation is accepted"
+    );
     let seen = alice
         .wait_for("bob's member:joined", WAIT, |event| {
             event.name == "member:joined" && event.payload["from"] == bob_member
@@ -236,7 +257,12 @@ async fn conversation_flow_over_the_socket() {
         .expect("alice sees bob join");
     assert_eq!(seen.payload["body"]["state"], "JOINED");
 
-    let reply = request(&bob, "conversation:events", json!({ "cid": cid, "body": {} })).await;
+    let reply = request(
+        &bob,
+        "conversation:events",
+        json!({ "cid": cid, "body": {} }),
+    )
+    .await;
     let events = success(&reply, "conversation:events:success");
     let types: Vec<&str> = events
         .as_array()
@@ -246,7 +272,12 @@ async fn conversation_flow_over_the_socket() {
         .collect();
     assert_eq!(
         types,
-        ["conversation:created", "member:joined", "member:invited", "member:joined"]
+        [
+            "conversation:created",
+            "member:joined",
+            "member:invited",
+            "member:joined"
+        ]
     );
 
     let reply = request(
@@ -286,25 +317,93 @@ async fn bad_requests_get_precise_errors_and_change_nothing() {
     let _ = alice.drain().await;
 
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("conversation:get", json!({ "body": {} }), "conversation:get:error:invalid-parameters"),
-        ("conversation:get", json!({ "cid": 7 }), "conversation:get:error:invalid-parameters"),
-        ("conversation:get", json!({ "cid": "CON-missing" }), "conversation:get:error:not-found"),
-        ("conversation:join", json!({ "cid": cid, "body": "join" }), "conversation:join:error:invalid-parameters"),
-        ("conversation:invite", json!({ "cid": cid, "body": {} }), "conversation:invite:error:invalid-parameters"),
-        ("conversation:invite", json!({ "cid": cid, "body": { "user_name": "nobody" } }), "conversation:invite:error:not-found"),
-        ("rtc:new", json!({ "cid": cid, "from": member, "body": {} }), "rtc:new:error:audio-only-unsupported"),
-        ("rtc:new", json!({ "cid": cid, "from": member, "body": { "video": { "direction": "both" } } }), "rtc:new:error:invalid-parameters"),
-        ("rtc:new", json!({ "cid": cid, "from": member, "body": { "offer": { "sdp": "v=0 nonsense" }, "video": { "direction": "both" } } }), "rtc:new:error:invalid-offer"),
-        ("rtc:new", json!({ "cid": cid, "from": member, "body": { "offer": { "sdp": "v=0" }, "video": { "direction": "receive_only" } } }), "rtc:new:error:unsupported-direction"),
-        ("rtc:new", json!({ "cid": cid, "from": member, "body": { "offer": { "sdp": "v=0" }, "video": { "direction": "send_only", "name": "screenshare" } } }), "rtc:new:error:screenshare-unsupported"),
-        ("rtc:answer", json!({ "cid": cid, "from": member, "rtc_id": "LEG-unknown", "body": { "answer": "v=0", "leg_id": "LEG-other" } }), "rtc:answer:error:unknown-leg"),
-        ("rtc:answer", json!({ "cid": cid, "from": member, "body": { "answer": "v=0" } }), "rtc:answer:error:invalid-parameters"),
-        ("rtc:terminate", json!({ "cid": cid, "from": member, "rtc_id": "LEG-unknown" }), "rtc:terminate:error:not-found"),
-        ("video:mute:on", json!({ "cid": cid, "body": { "rtc_id": "LEG-1" } }), "video:mute:on:error:invalid-parameters"),
-        ("text", json!({ "cid": cid, "body": { "text": "hi" } }), "text:error:unsupported"),
+        (
+            "conversation:get",
+            json!({ "body": {} }),
+            "conversation:get:error:invalid-parameters",
+        ),
+        (
+            "conversation:get",
+            json!({ "cid": 7 }),
+            "conversation:get:error:invalid-parameters",
+        ),
+        (
+            "conversation:get",
+            json!({ "cid": "CON-missing" }),
+            "conversation:get:error:not-found",
+        ),
+        (
+            "conversation:join",
+            json!({ "cid": cid, "body": "join" }),
+            "conversation:join:error:invalid-parameters",
+        ),
+        (
+            "conversation:invite",
+            json!({ "cid": cid, "body": {} }),
+            "conversation:invite:error:invalid-parameters",
+        ),
+        (
+            "conversation:invite",
+            json!({ "cid": cid, "body": { "user_name": "nobody" } }),
+            "conversation:invite:error:not-found",
+        ),
+        (
+            "rtc:new",
+            json!({ "cid": cid, "from": member, "body": {} }),
+            "rtc:new:error:audio-only-unsupported",
+        ),
+        (
+            "rtc:new",
+            json!({ "cid": cid, "from": member, "body": { "video": { "direction": "both" } } }),
+            "rtc:new:error:invalid-parameters",
+        ),
+        (
+            "rtc:new",
+            json!({ "cid": cid, "from": member, "body": { "offer": { "sdp": "v=0 nonsense" }, "video": { "direction": "both" } } }),
+            "rtc:new:error:invalid-sdp",
+        ),
+        (
+            "rtc:new",
+            json!({ "cid": cid, "from": member, "body": { "offer": { "sdp": "v=0" }, "video": { "direction": "receive_only" } } }),
+            "rtc:new:error:unsupported-direction",
+        ),
+        (
+            "rtc:new",
+            json!({ "cid": cid, "from": member, "body": { "offer": { "sdp": "v=0" }, "video": { "direction": "send_only", "name": "screenshare" } } }),
+            "rtc:new:error:screenshare-unsupported",
+        ),
+        (
+            "rtc:answer",
+            json!({ "cid": cid, "from": member, "rtc_id": "LEG-unknown", "body": { "answer": "v=0", "leg_id": "LEG-other" } }),
+            "rtc:answer:error:unknown-leg",
+        ),
+        (
+            "rtc:answer",
+            json!({ "cid": cid, "from": member, "body": { "answer": "v=0" } }),
+            "rtc:answer:error:invalid-parameters",
+        ),
+        (
+            "rtc:terminate",
+            json!({ "cid": cid, "from": member, "rtc_id": "LEG-unknown" }),
+            "rtc:terminate:error:not-found",
+        ),
+        (
+            "video:mute:on",
+            json!({ "cid": cid, "body": { "rtc_id": "LEG-1" } }),
+            "video:mute:on:error:invalid-parameters",
+        ),
+        (
+            "text",
+            json!({ "cid": cid, "body": { "text": "hi" } }),
+            "text:error:unsupported",
+        ),
         ("no:such:type", json!({}), "no:such:type:error:unsupported"),
         ("<script>", json!({}), "request:error:invalid-type"),
-        ("session:login", json!({ "body": {} }), "session:error:already-logged-in"),
+        (
+            "session:login",
+            json!({ "body": {} }),
+            "session:error:already-logged-in",
+        ),
     ];
     for (name, fields, expected) in cases {
         let reply = request(&alice, name, fields).await;
@@ -312,7 +411,10 @@ async fn bad_requests_get_precise_errors_and_change_nothing() {
     }
     // A member of someone else: carol is not a member of the conversation.
     let reply = request(&carol, "conversation:get", json!({ "cid": cid })).await;
-    assert!(reply.name.starts_with("conversation:get:error:"), "{reply:?}");
+    assert!(
+        reply.name.starts_with("conversation:get:error:"),
+        "{reply:?}"
+    );
 
     // Payloads that are no request envelope: the reply has no rid to match, so it is read
     // by type.
@@ -369,7 +471,275 @@ async fn unparsable_frame_closes_only_its_socket() {
     let reply = request(&alice, "conversation:get", json!({ "cid": cid })).await;
     success(&reply, "conversation:get:success");
     let stray = alice
-        .wait_for("anything about bob", QUIET, |event| event.name.starts_with("member:"))
+        .wait_for("anything about bob", QUIET, |event| {
+            event.name.starts_with("member:")
+        })
         .await;
     assert!(stray.is_err(), "alice noticed nothing: {stray:?}");
+}
+
+/// A logged-in member that publishes a real WebRTC peer over `rtc:new`.
+struct Publishing {
+    socket: RealtimeClient,
+    member: String,
+    leg: String,
+    publisher: Publisher,
+}
+
+async fn publish(socket: RealtimeClient, cid: &str, member: String, direction: &str) -> Publishing {
+    let publisher = Publisher::new().await.expect("publisher");
+    let offer = publisher.offer().await.expect("offer");
+    let reply = request(
+        &socket,
+        "rtc:new",
+        json!({
+            "cid": cid, "from": member,
+            "body": { "offer": { "sdp": offer }, "video": { "direction": direction, "name": "video" } }
+        }),
+    )
+    .await;
+    let leg = success(&reply, "rtc:new:success")["rtc_id"]
+        .as_str()
+        .expect("rtc_id")
+        .to_owned();
+    let answer = socket
+        .wait_for("rtc:answer", WAIT, |event| {
+            event.name == "rtc:answer" && event.payload["body"]["rtc_id"] == leg
+        })
+        .await
+        .expect("the answer is pushed");
+    assert_eq!(answer.payload["cid"], cid);
+    let sdp = answer.payload["body"]["answer"]
+        .as_str()
+        .expect("answer sdp");
+    publisher
+        .apply_answer(sdp.to_owned())
+        .await
+        .expect("the answer applies");
+    publisher
+        .wait_connected(WAIT)
+        .await
+        .expect("the publisher connects");
+    publisher.start_media(SendPlan::default());
+    Publishing {
+        socket,
+        member,
+        leg,
+        publisher,
+    }
+}
+
+/// Waits for the node's `rtc:offer` of `from`'s leg to `to`, and returns its body.
+async fn offer_of(to: &Publishing, from: &Publishing) -> Value {
+    let offer = to
+        .socket
+        .wait_for("rtc:offer", WAIT, |event| {
+            event.name == "rtc:offer" && event.payload["body"]["member_leg_id"] == from.leg
+        })
+        .await
+        .expect("the node offers the publisher's leg");
+    offer.payload["body"].clone()
+}
+
+/// Answers an offer with a real peer through `rtc:answer`.
+async fn answer_offer(to: &Publishing, cid: &str, offer: &Value) -> Subscriber {
+    let subscriber = Subscriber::answering().await.expect("subscriber");
+    let sdp = offer["sdp"].as_str().expect("offer sdp");
+    let answer = subscriber.answer(sdp.to_owned()).await.expect("an answer");
+    let reply = request(
+        &to.socket,
+        "rtc:answer",
+        json!({
+            "cid": cid, "from": to.member, "rtc_id": to.leg,
+            "body": { "answer": answer, "other_member_id": offer["member_id"], "leg_id": offer["member_leg_id"] }
+        }),
+    )
+    .await;
+    success(&reply, "rtc:answer:success");
+    subscriber
+        .wait_connected(WAIT)
+        .await
+        .expect("the subscriber connects");
+    subscriber
+}
+
+/// Returns how many packets of `kind` arrive within `window`.
+async fn growth(subscriber: &Subscriber, kind: Kind, window: Duration) -> usize {
+    let before = subscriber.count(kind);
+    tokio::time::sleep(window).await;
+    subscriber.count(kind) - before
+}
+
+#[tokio::test]
+async fn media_flow_over_the_socket() {
+    let node = Node::start(realtime_config()).await.expect("node");
+    let api = Api::new(&node);
+    let admin = node.admin_token(Duration::from_secs(600)).expect("admin");
+    let (alice, alice_id) = login(&node, &api, &admin, "alice").await;
+    let (bob, bob_id) = login(&node, &api, &admin, "bob").await;
+    let (carol, carol_id) = login(&node, &api, &admin, "carol").await;
+    let cid = create_conversation(&alice, "media").await;
+    let alice_member = join(&alice, &cid, &alice_id).await;
+    let bob_member = join(&bob, &cid, &bob_id).await;
+    let carol_member = join(&carol, &cid, &carol_id).await;
+
+    let alice = publish(alice, &cid, alice_member, "both").await;
+    let bob = publish(bob, &cid, bob_member.clone(), "both").await;
+
+    // Each receiving member is offered the other's leg, whoever published first.
+    let to_bob = offer_of(&bob, &alice).await;
+    assert_eq!(to_bob["leg_id"], bob.leg);
+    assert_eq!(to_bob["member_id"], alice.member);
+    assert_eq!(to_bob["media_settings"]["video"]["muted"], false);
+    assert_eq!(to_bob["media_settings"]["audio"]["muted"], false);
+    let to_alice = offer_of(&alice, &bob).await;
+    assert_eq!(to_alice["leg_id"], alice.leg);
+
+    // A broken answer is rejected and leaves the offer open for a correct one.
+    let reply = request(
+        &bob.socket,
+        "rtc:answer",
+        json!({
+            "cid": cid, "from": bob.member, "rtc_id": bob.leg,
+            "body": { "answer": "v=0 garbage", "leg_id": alice.leg }
+        }),
+    )
+    .await;
+    error(&reply, "rtc:answer:error:invalid-answer");
+    let bob_receives = answer_offer(&bob, &cid, &to_bob).await;
+    let alice_receives = answer_offer(&alice, &cid, &to_alice).await;
+    let reply = request(
+        &bob.socket,
+        "rtc:answer",
+        json!({
+            "cid": cid, "from": bob.member, "rtc_id": bob.leg,
+            "body": { "answer": "v=0", "leg_id": alice.leg }
+        }),
+    )
+    .await;
+    error(&reply, "rtc:answer:error:already-answered");
+    assert!(
+        client::wait_until(WAIT, || bob_receives.count(Kind::Video) > 10
+            && alice_receives.count(Kind::Video) > 10)
+        .await,
+        "video flows both ways"
+    );
+
+    // A send-only publisher is offered to the others and offered nothing itself.
+    let carol = publish(carol, &cid, carol_member, "send_only").await;
+    offer_of(&alice, &carol).await;
+    offer_of(&bob, &carol).await;
+    let stray = carol
+        .socket
+        .wait_for("an offer to a send-only leg", QUIET, |event| {
+            event.name == "rtc:offer"
+        })
+        .await;
+    assert!(stray.is_err(), "{stray:?}");
+
+    // Mute acts in the router: alice's video stops reaching bob while her audio goes on.
+    let reply = request(
+        &alice.socket,
+        "video:mute:on",
+        json!({ "cid": cid, "from": alice.member, "to": alice.member, "body": { "rtc_id": alice.leg } }),
+    )
+    .await;
+    success(&reply, "video:mute:on:success");
+    let muted = bob
+        .socket
+        .next_event("video:mute:on", WAIT)
+        .await
+        .expect("bob is told");
+    assert_eq!(muted.payload["from"], alice.member);
+    assert_eq!(muted.payload["body"]["rtc_id"], alice.leg);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        growth(&bob_receives, Kind::Video, Duration::from_millis(700)).await,
+        0,
+        "no video while muted"
+    );
+    assert!(growth(&bob_receives, Kind::Audio, Duration::from_millis(500)).await > 0);
+    let reply = request(
+        &alice.socket,
+        "video:mute:off",
+        json!({ "cid": cid, "from": alice.member, "to": alice.member, "body": { "rtc_id": alice.leg } }),
+    )
+    .await;
+    success(&reply, "video:mute:off:success");
+    assert!(
+        client::wait_until(WAIT, || bob_receives.count(Kind::Video) > 0).await
+            && growth(&bob_receives, Kind::Video, Duration::from_secs(1)).await > 0,
+        "video resumes"
+    );
+
+    // Ending alice's leg tells bob which stream ended.
+    let reply = request(
+        &alice.socket,
+        "rtc:terminate",
+        json!({ "cid": cid, "from": alice.member, "rtc_id": alice.leg }),
+    )
+    .await;
+    success(&reply, "rtc:terminate:success");
+    let ended = bob
+        .socket
+        .wait_for("rtc:terminate of alice's leg", WAIT, |event| {
+            event.name == "rtc:terminate" && event.payload["body"]["rtc_id"] == alice.leg
+        })
+        .await
+        .expect("bob learns that alice's leg ended");
+    assert_eq!(ended.payload["cid"], cid);
+
+    // A socket that goes away takes its member and legs with it.
+    bob.socket.close();
+    let left = alice
+        .socket
+        .wait_for("member:left of bob", WAIT, |event| {
+            event.name == "member:left" && event.payload["from"] == bob.member
+        })
+        .await
+        .expect("alice sees bob leave");
+    assert_eq!(left.payload["body"]["state"], "LEFT");
+    alice
+        .socket
+        .wait_for("rtc:terminate of bob's leg", WAIT, |event| {
+            event.name == "rtc:terminate" && event.payload["body"]["rtc_id"] == bob.leg
+        })
+        .await
+        .expect("alice learns that bob's leg ended");
+    let table = api
+        .get_ok(&admin, &format!("/conversations/{cid}/rtc"))
+        .await;
+    let legs: Vec<&str> = table["publishers"]
+        .as_array()
+        .expect("publishers")
+        .iter()
+        .filter_map(|publisher| publisher["rtc_id"].as_str())
+        .collect();
+    assert_eq!(legs, [carol.leg.as_str()], "only carol's leg is left");
+    alice.publisher.close().await;
+    carol.publisher.close().await;
+}
+
+#[tokio::test]
+async fn silent_socket_ends_its_session() {
+    let mut config = realtime_config();
+    config.realtime.ping_interval_ms = 300;
+    config.realtime.ping_timeout_ms = 300;
+    let node = Node::start(config).await.expect("node");
+    let api = Api::new(&node);
+    let admin = node.admin_token(Duration::from_secs(600)).expect("admin");
+    let (alice, alice_id) = login(&node, &api, &admin, "alice").await;
+    let (bob, bob_id) = login(&node, &api, &admin, "bob").await;
+    let cid = create_conversation(&alice, "heartbeat").await;
+    join(&alice, &cid, &alice_id).await;
+    let bob_member = join(&bob, &cid, &bob_id).await;
+
+    bob.stop_heartbeat();
+    let left = alice
+        .wait_for("member:left of bob", WAIT, |event| {
+            event.name == "member:left" && event.payload["from"] == bob_member
+        })
+        .await
+        .expect("a socket without heartbeats ends its session");
+    assert_eq!(left.payload["body"]["state"], "LEFT");
 }

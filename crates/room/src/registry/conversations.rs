@@ -82,6 +82,21 @@ impl Registry {
         self.read(id, |record| Ok(record.snapshot()))
     }
 
+    /// Finds the conversation named `name`. Names are unique among the conversations that
+    /// exist, so at most one matches.
+    pub fn conversation_by_name(&self, name: &str) -> Option<Conversation> {
+        // The id is copied out, so that no index entry is held while the conversation is
+        // locked.
+        let id = self.conversation_names.get(name)?.value().clone();
+        // A conversation claims its name before it is stored, and a renamed or deleted one
+        // frees its old name only after the change: in those moments the name is not its own.
+        self.read(&id, |record| {
+            Ok((record.name == name).then(|| record.snapshot()))
+        })
+        .ok()
+        .flatten()
+    }
+
     /// Checks that a conversation exists, without copying it.
     pub fn check_conversation(&self, id: &ConversationId) -> Result<(), RoomError> {
         self.read(id, |_| Ok(()))

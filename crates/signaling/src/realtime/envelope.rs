@@ -54,7 +54,9 @@ impl Request {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(body)) => body,
             Some(_) => {
-                return Err(RequestError::invalid_parameter("body", "must be an object").with_rid(&tid));
+                return Err(
+                    RequestError::invalid_parameter("body", "must be an object").with_rid(&tid)
+                );
             }
         };
         let with_rid = |result: Result<Option<String>, RequestError>| {

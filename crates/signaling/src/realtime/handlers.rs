@@ -52,7 +52,7 @@ impl Realtime {
             ));
         };
         match kind {
-            "session:logout" => self.logout(connection, session).await,
+            "session:logout" => self.logout(connection, session, request).await,
             "session:update-token" => self.update_token(session, request),
             "user:conversations" => self.user_conversations(session, request).await,
             "new:conversation" => self.new_conversation(session, request).await,
@@ -71,11 +71,7 @@ impl Realtime {
         }
     }
 
-    fn login(
-        &self,
-        connection: &Connection,
-        request: &Request,
-    ) -> Result<Outgoing, RequestError> {
+    fn login(&self, connection: &Connection, request: &Request) -> Result<Outgoing, RequestError> {
         if connection.session().is_some() {
             return Err(RequestError::new(
                 "already-logged-in",
@@ -132,23 +128,17 @@ impl Realtime {
         &self,
         connection: &Connection,
         session: &Arc<Session>,
+        request: &Request,
     ) -> Result<Outgoing, RequestError> {
         connection
             .logged_out
             .store(true, std::sync::atomic::Ordering::SeqCst);
         info!(session = %session.id, user = %session.user_name, "realtime session logged out");
         self.end_session(session).await;
-        Ok(Outgoing {
-            name: "session:logged-out".to_owned(),
-            payload: json!({ "body": {} }),
-        })
+        Ok(Outgoing::success(request, "session:logged-out", json!({})))
     }
 
-    fn update_token(
-        &self,
-        session: &Session,
-        request: &Request,
-    ) -> Result<Outgoing, RequestError> {
+    fn update_token(&self, session: &Session, request: &Request) -> Result<Outgoing, RequestError> {
         let token = request.required_body_str("token")?;
         let caller = self.state.verifier().verify(token).map_err(login_error)?;
         if caller.user_name() != Some(session.user_name.as_str()) {
@@ -199,14 +189,17 @@ impl Realtime {
         }
         // The SDK takes its audio-only path in a conversation without `properties.video`, and
         // the node serves only video legs to the SDK, so its conversations are video ones.
-        let properties = body
-            .entry("properties")
-            .or_insert_with(|| json!({}));
+        let properties = body.entry("properties").or_insert_with(|| json!({}));
         if let Some(properties) = properties.as_object_mut() {
             properties.entry("video").or_insert(json!(true));
         }
         let created = self
-            .call(session, Method::POST, "/conversations", Some(Value::Object(body)))
+            .call(
+                session,
+                Method::POST,
+                "/conversations",
+                Some(Value::Object(body)),
+            )
             .await?;
         if let Some(id) = created["id"].as_str() {
             session.record_created(ConversationId::from(id));
@@ -284,11 +277,7 @@ impl Realtime {
         ))
     }
 
-    async fn invite(
-        &self,
-        session: &Session,
-        request: &Request,
-    ) -> Result<Outgoing, RequestError> {
+    async fn invite(&self, session: &Session, request: &Request) -> Result<Outgoing, RequestError> {
         let cid = request.conversation()?;
         let mut body = json!({ "action": "invite" });
         let user_id = request.body_str("user_id")?;
@@ -328,9 +317,10 @@ impl Realtime {
         let cid = request.conversation()?;
         let member_id = match request.body_str("member_id")? {
             Some(member_id) => member_id,
-            None => request.to.as_deref().ok_or_else(|| {
-                RequestError::invalid_parameter("body.member_id", "is missing")
-            })?,
+            None => request
+                .to
+                .as_deref()
+                .ok_or_else(|| RequestError::invalid_parameter("body.member_id", "is missing"))?,
         };
         let member = self
             .call(
@@ -352,11 +342,7 @@ impl Realtime {
         ))
     }
 
-    async fn events(
-        &self,
-        session: &Session,
-        request: &Request,
-    ) -> Result<Outgoing, RequestError> {
+    async fn events(&self, session: &Session, request: &Request) -> Result<Outgoing, RequestError> {
         let cid = request.conversation()?;
         let mut query = vec![("page_size".to_owned(), PAGE_SIZE.to_string())];
         for field in ["start_id", "end_id", "order"] {
@@ -454,11 +440,7 @@ impl Realtime {
         ))
     }
 
-    async fn answer(
-        &self,
-        session: &Session,
-        request: &Request,
-    ) -> Result<Outgoing, RequestError> {
+    async fn answer(&self, session: &Session, request: &Request) -> Result<Outgoing, RequestError> {
         let own_leg = LegId::from(request.leg()?);
         let publisher_leg = LegId::from(request.required_body_str("leg_id")?);
         let answer = request.required_body_str("answer")?;
@@ -552,9 +534,7 @@ impl Realtime {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, RequestError> {
-        self.rest
-            .call(&session.token(), method, path, body)
-            .await
+        self.rest.call(&session.token(), method, path, body).await
     }
 
     /// Reads a REST list from `first` on, following `next` links, and returns its items.

@@ -140,9 +140,15 @@ mod tests {
         assert!(is_for_sessions(&json!({
             "type": "rtc:terminate", "body": { "rtc_id": "LEG-1" }
         })));
-        assert!(!is_for_sessions(&json!({ "type": "conversation:updated", "body": {} })));
-        assert!(is_for_sessions(&json!({ "type": "member:joined", "body": {} })));
-        assert!(is_for_sessions(&json!({ "type": "custom:hand-raised", "body": {} })));
+        assert!(!is_for_sessions(
+            &json!({ "type": "conversation:updated", "body": {} })
+        ));
+        assert!(is_for_sessions(
+            &json!({ "type": "member:joined", "body": {} })
+        ));
+        assert!(is_for_sessions(
+            &json!({ "type": "custom:hand-raised", "body": {} })
+        ));
     }
 
     #[test]

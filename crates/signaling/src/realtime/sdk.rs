@@ -119,7 +119,8 @@ mod tests {
 
     #[test]
     fn next_page_is_relative_to_the_api_base() {
-        let page = json!({ "_links": { "next": { "href": "/v0.1/users/U/conversations?cursor=x" } } });
+        let page =
+            json!({ "_links": { "next": { "href": "/v0.1/users/U/conversations?cursor=x" } } });
         assert_eq!(
             next_page(&page).as_deref(),
             Some("/users/U/conversations?cursor=x")

@@ -123,7 +123,8 @@ impl Sessions {
         if let Some(mut ids) = self.by_user.get_mut(&session.user_id) {
             ids.remove(&session.id);
         }
-        self.by_user.remove_if(&session.user_id, |_, ids| ids.is_empty());
+        self.by_user
+            .remove_if(&session.user_id, |_, ids| ids.is_empty());
     }
 
     /// Returns the live sessions of a user.
@@ -155,5 +156,7 @@ impl Sessions {
 /// Locks a mutex of session state. Every change to that state is a single insert or remove,
 /// so a panic elsewhere cannot leave it half changed.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -70,7 +70,8 @@ pub(crate) async fn reconcile(realtime: &Realtime, conversation_id: &Conversatio
                 continue;
             }
             for publisher in &table.publishers {
-                if publisher.member_id == own.member_id || own.offers.contains_key(&publisher.leg_id)
+                if publisher.member_id == own.member_id
+                    || own.offers.contains_key(&publisher.leg_id)
                 {
                     continue;
                 }
@@ -96,7 +97,9 @@ pub(crate) async fn reconcile(realtime: &Realtime, conversation_id: &Conversatio
 
 async fn make_offer(state: &AppState, conversation_id: &ConversationId, offer: PlannedOffer) {
     let registry = state.registry();
-    if let Err(error) = registry.check_subscribe(conversation_id, &offer.subscriber, &offer.publisher_leg) {
+    if let Err(error) =
+        registry.check_subscribe(conversation_id, &offer.subscriber, &offer.publisher_leg)
+    {
         // The subscriber is not JOINED, for one: the pair is tried again on the next change.
         info!(
             conversation = %conversation_id,
@@ -223,19 +226,20 @@ async fn discard_media_leg(state: &AppState, leg_id: &LegId) {
 }
 
 /// Makes a member leave, as the node, when the session that joined it ended.
-pub(crate) async fn leave(state: &AppState, conversation_id: &ConversationId, member_id: &MemberId) {
+pub(crate) async fn leave(
+    state: &AppState,
+    conversation_id: &ConversationId,
+    member_id: &MemberId,
+) {
     let _media_lock = state.lock_media(conversation_id).await;
-    match state.registry().remove_member(conversation_id, member_id) {
-        Ok(departure) => {
-            close_media_legs(state.media(), &departure.closed_legs).await;
-            info!(
-                conversation = %conversation_id,
-                member = %member_id,
-                closed_legs = departure.closed_legs.len(),
-                "member left with its session"
-            );
-        }
-        // The member left already, or the conversation is gone.
-        Err(_) => {}
+    // An error means the member left already, or the conversation is gone.
+    if let Ok(departure) = state.registry().remove_member(conversation_id, member_id) {
+        close_media_legs(state.media(), &departure.closed_legs).await;
+        info!(
+            conversation = %conversation_id,
+            member = %member_id,
+            closed_legs = departure.closed_legs.len(),
+            "member left with its session"
+        );
     }
 }
