@@ -1,7 +1,8 @@
-//! The unchanged Nexmo JavaScript SDK 4.1.0 against a real node, in real Chromium: four users,
-//! each in a browser of its own, create and join a video conversation through the SDK's
-//! realtime API at `/rtc`, see and hear each other, mute and unmute, invite, leave, and
-//! survive one browser's crash. Each test runs in a network namespace with only loopback.
+//! The unchanged Nexmo JavaScript SDK 4.1.0 against a real node, in real Chromium with one
+//! browser per user. Through the SDK, four users join a video conversation over the realtime
+//! API at `/rtc`, decode each other's video, mute and unmute, invite, leave, and see one
+//! browser's crash end its member. Through the demo page's form, three users join and the page
+//! shows their videos. Each test runs in a network namespace with only loopback.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,8 +20,8 @@ use common::Api;
 /// Deadline of one wait for an SDK event inside a page.
 const EVENT_WAIT_MS: u64 = 15_000;
 
-/// A node on loopback that serves the repository's demo page, with ICE timeouts that close a
-/// vanished browser's legs within seconds.
+/// Returns the settings of a node on loopback that serves the repository's demo page, with ICE
+/// timeouts that close a vanished browser's legs within seconds.
 fn node_config() -> switchboard::Config {
     let mut config = common::fast_config();
     config.demo.dir = browser::demo_dir();
@@ -62,8 +63,8 @@ impl SdkUser {
         }
     }
 
-    async fn run(&self, what: &str, body: &str, args: Value) -> Value {
-        self.browser.run(what, body, args).await
+    async fn run(&self, action: &str, body: &str, args: Value) -> Value {
+        self.browser.run(action, body, args).await
     }
 
     /// Waits for the application-level `member:invited` of this user, then joins the
@@ -361,16 +362,16 @@ impl DemoUser {
         user
     }
 
-    /// Waits until the JavaScript `condition` holds in the page, and fails with the page's
+    /// Waits until the JavaScript `condition` is true in the page, and fails with the page's
     /// status line and the demo's recorded events when it does not in time.
-    async fn wait_until(&self, what: &str, condition: &str) {
+    async fn wait_until(&self, label: &str, condition: &str) {
         let body = format!(
-            "await sbt.waitFor(args.what, () => {condition}, args.ms);\n\
+            "await sbt.waitFor(args.label, () => {condition}, args.ms);\n\
              return null;"
         );
         let result = self
             .browser
-            .try_run(&body, json!({ "what": what, "ms": EVENT_WAIT_MS }))
+            .try_run(&body, json!({ "label": label, "ms": EVENT_WAIT_MS }))
             .await;
         if let Err(error) = result {
             let state = self
@@ -411,7 +412,7 @@ impl DemoUser {
             .unwrap_or_else(|error| panic!("{}: clicking #{id} failed: {error}", self.name));
     }
 
-    /// Types the user name and, if given, the conversation name, and clicks Join.
+    /// Types the user name and the conversation name, and clicks Join.
     async fn join(&self, conversation: &str) {
         self.type_into("user-name", &self.name).await;
         self.type_into("conversation-name", conversation).await;
@@ -419,7 +420,7 @@ impl DemoUser {
     }
 }
 
-/// Where test runs keep their screenshots: `test-artifacts` in the Cargo target directory.
+/// Returns `test-artifacts` in the Cargo target directory, where test runs keep screenshots.
 fn artifacts_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
@@ -444,35 +445,17 @@ async fn demo_page_grid_scenario() {
     );
     step(started, "three demo pages loaded");
 
-    // The first user creates the conversation by naming it. The others log in without one and
-    // accept the invitation, because a user sees only conversations it is a member of.
+    // The node's token service creates the conversation for the first user who names it and
+    // makes each user a member, so that the page can load and join it.
     alice.join("standup").await;
-    bob.join("").await;
-    carol.join("").await;
     alice
         .wait_until(
             "the local camera",
             "document.getElementById('local-video').videoWidth > 0",
         )
         .await;
-    for invitee in [&bob, &carol] {
-        invitee
-            .wait_until(
-                "the login to finish",
-                "window.switchboardDemo.application !== null",
-            )
-            .await;
-        alice.type_into("invite-name", &invitee.name).await;
-        alice.click("invite-button").await;
-        invitee
-            .wait_until(
-                "the invitation",
-                "!document.getElementById('incoming-call').hidden",
-            )
-            .await;
-        invitee.click("incoming-call-accept").await;
-    }
-    step(started, "bob and carol accepted alice's invitations");
+    tokio::join!(bob.join("standup"), carol.join("standup"));
+    step(started, "alice, bob and carol pressed Join");
 
     // Every page shows its own camera and the two others, playing.
     let grid_is_live = "Array.from(document.querySelectorAll('#videos video')).filter(\n\

@@ -1,8 +1,8 @@
 //! Real Chromium for the browser tests. Each test re-runs its own test binary under `unshare`
-//! in new network, PID and mount namespaces: the network has only loopback, so neither the
-//! node nor a browser can reach any other address, and every process the run starts ends when
-//! the run's first process exits. Inside, the test starts the node in-process, one chromedriver,
-//! and one Chromium per user with its own profile, driven over W3C WebDriver.
+//! in new network, PID and mount namespaces. The network namespace has only loopback, so neither
+//! the node nor a browser can reach any other address. Every process that the run starts ends
+//! when the run's first process exits. Inside, the test starts the node in-process, one
+//! chromedriver, and one Chromium per user with its own profile, driven over W3C WebDriver.
 
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
@@ -29,7 +29,8 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const INNER_RUN_ENV: &str = "SWITCHBOARD_BROWSER_TEST_INNER";
 /// The whole run inside the namespaces, from start to exit.
 const INNER_RUN_DEADLINE: Duration = Duration::from_secs(150);
-/// The scenario inside that run; shorter, so that its own timeout message is what fails.
+/// The scenario inside that run. It is shorter, so that the scenario's own timeout message is
+/// the failure.
 const SCENARIO_DEADLINE: Duration = Duration::from_secs(120);
 /// One script in a page. The page's own waits have shorter deadlines.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(45);
@@ -49,7 +50,7 @@ pub fn repo_root() -> PathBuf {
     std::fs::canonicalize(&root).unwrap_or(root)
 }
 
-/// The repository's demo directory: the page that loads the SDK, and the SDK that
+/// Returns the repository's demo directory, with the page that loads the SDK and the SDK that
 /// `scripts/setup-demo` installs.
 pub fn demo_dir() -> PathBuf {
     repo_root().join("demo")
@@ -59,10 +60,10 @@ pub fn sdk_bundle() -> PathBuf {
     demo_dir().join(switchboard::demo::SDK_BUNDLE)
 }
 
-/// Runs `scenario` inside a private loopback-only network namespace. Called from a `#[test]`
-/// named `test_name`: the outer run re-executes this test binary for just that test under
-/// `unshare` and fails with the inner run's output when it fails; the inner run brings up
-/// loopback and runs the scenario on a Tokio runtime.
+/// Runs `scenario` inside a private loopback-only network namespace, when called from the
+/// `#[test]` named `test_name`. The outer run re-executes this test binary for just that test
+/// under `unshare`, and fails with the inner run's output when the inner run fails. The inner run
+/// brings up loopback and runs the scenario on a Tokio runtime.
 pub fn run_isolated<F, Fut>(test_name: &str, scenario: F)
 where
     F: FnOnce() -> Fut,
@@ -179,7 +180,7 @@ fn require_installed() {
     let missing: Vec<String> = required
         .iter()
         .filter(|(path, _)| !path.exists())
-        .map(|(path, what)| format!("{what} at {}", path.display()))
+        .map(|(path, package)| format!("{package} at {}", path.display()))
         .collect();
     assert!(
         missing.is_empty(),
@@ -286,6 +287,7 @@ impl Browser {
             .prefix(&format!("switchboard-chromium-{user}-"))
             .tempdir()
             .expect("create a Chromium profile directory");
+
         let args = [
             "--headless=new",
             "--no-sandbox",
@@ -305,6 +307,7 @@ impl Browser {
         .into_iter()
         .chain([format!("--user-data-dir={}", profile.path().display())])
         .collect::<Vec<_>>();
+
         let mut capabilities = Capabilities::new();
         capabilities.insert("browserName".into(), json!("chrome"));
         capabilities.insert(
@@ -316,6 +319,7 @@ impl Browser {
             .connect(&driver.url)
             .await
             .unwrap_or_else(|error| panic!("failed to start Chromium for {user}: {error}"));
+
         client
             .update_timeouts(TimeoutConfiguration::new(
                 Some(SCRIPT_DEADLINE),
@@ -356,7 +360,7 @@ impl Browser {
     /// returns, or the error it throws as text.
     pub async fn try_run(&self, body: &str, args: Value) -> Result<Value, String> {
         // The SDK has no request timeouts, so the page enforces a deadline of its own, shorter
-        // than WebDriver's, and the failure says which script hung.
+        // than WebDriver's, and the failure names the script that hung.
         let page_deadline_ms = PAGE_SCRIPT_DEADLINE.as_millis();
         let script = format!(
             "const done = arguments[arguments.length - 1];\n\
@@ -383,17 +387,21 @@ impl Browser {
 
     /// Runs like [`Browser::try_run`] and fails the test with the page's recorded events and
     /// errors when the script throws.
-    pub async fn run(&self, what: &str, body: &str, args: Value) -> Value {
+    pub async fn run(&self, action: &str, body: &str, args: Value) -> Value {
         match self.try_run(body, args).await {
             Ok(value) => value,
             Err(error) => {
                 let state = self.page_state().await;
-                panic!("{}: {what} failed: {error}\npage state: {state}", self.user)
+                panic!(
+                    "{}: {action} failed: {error}\npage state: {state}",
+                    self.user
+                )
             }
         }
     }
 
-    /// The events and errors the helpers recorded, for failure messages.
+    /// Returns the events, errors and last console lines that the helpers recorded, for failure
+    /// messages.
     pub async fn page_state(&self) -> String {
         let script = "return window.sbt ? JSON.stringify({ events: window.sbt.events, \
                       errors: window.sbt.errors, console: window.sbt.console.slice(-60) }, \
