@@ -83,6 +83,9 @@ pub struct MediaSettings {
     pub ice_failed_timeout_ms: u64,
     /// Receive and send buffer size requested for the media socket, in bytes.
     pub socket_buffer_bytes: usize,
+    /// Time a downstream leg offered by the node waits for the client's answer, in
+    /// milliseconds, before it is closed.
+    pub answer_timeout_ms: u64,
 }
 
 impl Default for MediaSettings {
@@ -95,6 +98,7 @@ impl Default for MediaSettings {
             ice_disconnected_timeout_ms: millis(defaults.ice_disconnected_timeout),
             ice_failed_timeout_ms: millis(defaults.ice_failed_timeout),
             socket_buffer_bytes: defaults.socket_buffer_bytes,
+            answer_timeout_ms: millis(defaults.answer_timeout),
         }
     }
 }
@@ -113,8 +117,7 @@ impl MediaSettings {
             ice_failed_timeout: Duration::from_millis(self.ice_failed_timeout_ms),
             packet_transit: None,
             socket_buffer_bytes: self.socket_buffer_bytes,
-            // TODO: expose as `media.answer_timeout_ms` once the realtime API offers legs.
-            answer_timeout: media::MediaConfig::default().answer_timeout,
+            answer_timeout: Duration::from_millis(self.answer_timeout_ms),
         }
     }
 }
@@ -448,6 +451,12 @@ pub const SETTINGS: &[SettingDoc] = &[
         is_text: false,
     },
     SettingDoc {
+        key: "media.answer_timeout_ms",
+        description: "time a downstream leg offered by the node (realtime rtc:offer) waits for \
+                      its answer before it is closed, in ms [default: 30000]",
+        is_text: false,
+    },
+    SettingDoc {
         key: "auth.secret",
         description: "HS256 token signing secret, at least 32 bytes [default: a public \
                       development secret, used only while no public key is set]",
@@ -675,6 +684,7 @@ impl Config {
             ("realtime.login_timeout_ms", self.realtime.login_timeout_ms),
             ("realtime.ping_interval_ms", self.realtime.ping_interval_ms),
             ("realtime.ping_timeout_ms", self.realtime.ping_timeout_ms),
+            ("media.answer_timeout_ms", self.media.answer_timeout_ms),
         ] {
             if value == 0 {
                 bail!("{key} must be greater than 0");
@@ -859,6 +869,7 @@ mod tests {
             ("media.ice_disconnected_timeout_ms", "1000"),
             ("media.ice_failed_timeout_ms", "2000"),
             ("media.socket_buffer_bytes", "1048576"),
+            ("media.answer_timeout_ms", "4500"),
             ("auth.secret", "0123456789abcdef0123456789abcdef"),
             ("auth.application_id", "0042"),
             ("auth.public_key", "keys/application.pub.pem"),
@@ -918,6 +929,7 @@ mod tests {
             assert_eq!(config.media.ice_disconnected_timeout_ms, 1000);
             assert_eq!(config.media.ice_failed_timeout_ms, 2000);
             assert_eq!(config.media.socket_buffer_bytes, 1_048_576);
+            assert_eq!(config.media.answer_timeout_ms, 4500);
             assert_eq!(
                 config.auth.secret.expose(),
                 "0123456789abcdef0123456789abcdef"
