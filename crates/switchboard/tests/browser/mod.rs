@@ -38,6 +38,8 @@ const SCRIPT_DEADLINE: Duration = Duration::from_secs(45);
 const PAGE_SCRIPT_DEADLINE: Duration = Duration::from_secs(30);
 const CHROMEDRIVER_START_DEADLINE: Duration = Duration::from_secs(15);
 const PAGE_LOAD_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a killed process may take to exit.
+const PROCESS_EXIT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The tests of one binary take turns, because each starts several browsers and the machine
 /// has two cores.
@@ -225,17 +227,27 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
-/// A chromedriver process, killed on drop.
+/// A chromedriver process with a temporary directory for the browsers it starts. On drop it
+/// is killed with every process that uses that directory, and the directory is removed.
 pub struct Chromedriver {
     child: tokio::process::Child,
     url: String,
+    home: TempDir,
 }
 
 impl Chromedriver {
     pub async fn start() -> Chromedriver {
+        let home = tempfile::Builder::new()
+            .prefix("switchboard-browsers-")
+            .tempdir()
+            .expect("create a directory for the browsers");
         let port = free_port();
+        // Chromium keeps its crash report database under XDG_CONFIG_HOME, which would be the
+        // user's ~/.config otherwise.
         let child = tokio::process::Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env("XDG_CACHE_HOME", home.path().join("cache"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -264,13 +276,14 @@ impl Chromedriver {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Chromedriver { child, url }
+        Chromedriver { child, url, home }
     }
 }
 
 impl Drop for Chromedriver {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
+        kill_processes_using(self.home.path());
     }
 }
 
@@ -284,8 +297,8 @@ pub struct Browser {
 impl Browser {
     pub async fn launch(driver: &Chromedriver, user: &str) -> Browser {
         let profile = tempfile::Builder::new()
-            .prefix(&format!("switchboard-chromium-{user}-"))
-            .tempdir()
+            .prefix(&format!("profile-{user}-"))
+            .tempdir_in(driver.home.path())
             .expect("create a Chromium profile directory");
 
         let args = [
@@ -420,27 +433,17 @@ impl Browser {
             .unwrap_or_else(|error| panic!("{}: screenshot failed: {error}", self.user))
     }
 
-    /// Kills this browser's processes at once, as a crash would, and returns how many there
-    /// were. They are found by the profile directory on their command lines.
+    /// Kills this browser's processes at once, as a crash would, waits until they have exited,
+    /// and returns how many there were. They are found by the profile directory on their
+    /// command lines.
     pub fn kill(&self) -> usize {
-        let pids = processes_with_arg(&self.profile_arg());
-        for &pid in &pids {
-            // SAFETY: kill(2) has no memory effects; the pid is one of this run's Chromium
-            // processes, and this run has a PID namespace of its own.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-        pids.len()
-    }
-
-    fn profile_arg(&self) -> String {
-        format!("--user-data-dir={}", self.profile.path().display())
+        kill_processes_using(self.profile.path())
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The profile directory is removed after this, once nothing writes to it any more.
         self.kill();
     }
 }
@@ -461,20 +464,42 @@ pub async fn open_sdk_page(browser: &Browser, origin: &str) {
     browser.install_helpers().await;
 }
 
-/// Ids of the processes one of whose command-line arguments is `arg`.
-fn processes_with_arg(arg: &str) -> Vec<libc::pid_t> {
+/// Kills the processes that name `path` on their command line, waits up to
+/// [`PROCESS_EXIT_DEADLINE`] until they have exited, and returns how many there were.
+fn kill_processes_using(path: &Path) -> usize {
+    let path = path.to_string_lossy().into_owned();
+    let pids = processes_mentioning(&path);
+    for &pid in &pids {
+        // SAFETY: kill(2) has no memory effects. The pid is one of this run's processes, and
+        // the run has a PID namespace of its own.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    let started = Instant::now();
+    while !processes_mentioning(&path).is_empty() && started.elapsed() < PROCESS_EXIT_DEADLINE {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pids.len()
+}
+
+/// Ids of the live processes with a command-line argument that contains `text`. An exited
+/// process that nobody has reaped yet has an empty command line, so it is not listed.
+fn processes_mentioning(text: &str) -> Vec<libc::pid_t> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let own_pid = std::process::id();
     entries
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| entry.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|&pid| u32::try_from(pid).ok() != Some(own_pid))
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .map(|cmdline| {
                     cmdline
                         .split(|&byte| byte == 0)
-                        .any(|a| a == arg.as_bytes())
+                        .any(|arg| String::from_utf8_lossy(arg).contains(text))
                 })
                 .unwrap_or(false)
         })
