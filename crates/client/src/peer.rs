@@ -392,23 +392,8 @@ impl Peer {
             .create_offer(None)
             .await
             .map_err(ClientError::webrtc("creating the offer"))?;
-        let mut gathering = self.state.gathering.subscribe();
-        self.pc
-            .set_local_description(offer)
+        self.apply_local_after_gathering(offer, "applying the offer")
             .await
-            .map_err(ClientError::webrtc("applying the offer"))?;
-        tokio::time::timeout(
-            GATHERING_TIMEOUT,
-            gathering.wait_for(|state| *state == RTCIceGatheringState::Complete),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout("ICE gathering"))?
-        .map_err(|_| ClientError::Closed)?;
-        self.pc
-            .local_description()
-            .await
-            .map(|description| description.sdp)
-            .ok_or(ClientError::Closed)
     }
 
     /// Applies a remote offer and returns the answer with every host candidate in it (no
@@ -425,11 +410,22 @@ impl Peer {
             .create_answer(None)
             .await
             .map_err(ClientError::webrtc("creating the answer"))?;
+        self.apply_local_after_gathering(answer, "applying the answer")
+            .await
+    }
+
+    /// Sets the local description, waits for ICE gathering to complete, and returns the SDP
+    /// with every host candidate in it.
+    async fn apply_local_after_gathering(
+        &self,
+        description: RTCSessionDescription,
+        context: &'static str,
+    ) -> Result<String, ClientError> {
         let mut gathering = self.state.gathering.subscribe();
         self.pc
-            .set_local_description(answer)
+            .set_local_description(description)
             .await
-            .map_err(ClientError::webrtc("applying the answer"))?;
+            .map_err(ClientError::webrtc(context))?;
         tokio::time::timeout(
             GATHERING_TIMEOUT,
             gathering.wait_for(|state| *state == RTCIceGatheringState::Complete),

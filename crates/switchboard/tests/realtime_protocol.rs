@@ -574,6 +574,16 @@ async fn answer_offer(to: &Publishing, cid: &str, offer: &Value) -> Subscriber {
     subscriber
 }
 
+/// Sends `rtc:terminate` for `leg` as `member` and returns the reply.
+async fn terminate(member: &Publishing, cid: &str, leg: &str) -> ReceivedEvent {
+    request(
+        &member.socket,
+        "rtc:terminate",
+        json!({ "cid": cid, "from": member.member, "rtc_id": leg }),
+    )
+    .await
+}
+
 /// Returns how many packets of `kind` arrive within `window`.
 async fn growth(subscriber: &Subscriber, kind: Kind, window: Duration) -> usize {
     let before = subscriber.count(kind);
@@ -684,27 +694,12 @@ async fn media_flow_over_the_socket() {
     );
 
     // Ending alice's leg tells bob which stream ended.
-    let reply = request(
-        &alice.socket,
-        "rtc:terminate",
-        json!({ "cid": cid, "from": alice.member, "rtc_id": alice.leg }),
-    )
-    .await;
+    let reply = terminate(&alice, &cid, &alice.leg).await;
     success(&reply, "rtc:terminate:success");
     // The SDK ends its legs again after leaving; ending an own leg twice succeeds.
-    let reply = request(
-        &alice.socket,
-        "rtc:terminate",
-        json!({ "cid": cid, "from": alice.member, "rtc_id": alice.leg }),
-    )
-    .await;
+    let reply = terminate(&alice, &cid, &alice.leg).await;
     success(&reply, "rtc:terminate:success");
-    let reply = request(
-        &alice.socket,
-        "rtc:terminate",
-        json!({ "cid": cid, "from": alice.member, "rtc_id": bob.leg }),
-    )
-    .await;
+    let reply = terminate(&alice, &cid, &bob.leg).await;
     assert!(
         reply.name.starts_with("rtc:terminate:error:"),
         "another session's leg is not alice's to end: {reply:?}"
