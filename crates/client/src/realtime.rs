@@ -72,6 +72,14 @@ impl RealtimeClient {
             })?;
         let ping_interval =
             Duration::from_millis(handshake["pingInterval"].as_u64().unwrap_or(25_000));
+        // A socket.io v2 client emits nothing before the namespace's connect packet: the node
+        // closes a socket whose event arrives before it has connected the namespace.
+        let connected = next_text(&mut stream).await?;
+        if connected != "40" {
+            return Err(RealtimeError::Protocol(format!(
+                "expected the connect packet 40, got {connected:?}"
+            )));
+        }
 
         let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<Outbound>();
         let (events_tx, events_rx) = mpsc::unbounded_channel();

@@ -1158,6 +1158,17 @@ async fn answer_and_terminate_sent_together_leave_no_leg() {
     let subscriber = Subscriber::answering().await.expect("subscriber");
     let sdp = offer["sdp"].as_str().expect("sdp");
     let answer = subscriber.answer(sdp.to_owned()).await.expect("answer");
+
+    // Another session of bob's cannot answer an offer made to this session's leg.
+    let (other_tab, _) = login_as(&node, "bob").await;
+    let reply = request(
+        &other_tab,
+        "rtc:answer",
+        json!({ "cid": cid, "from": bob_member, "rtc_id": receiving.leg, "body": { "answer": answer, "leg_id": alice_leg } }),
+    )
+    .await;
+    assert_eq!(reply.name, "rtc:answer:error:unknown-leg", "{reply:?}");
+
     bob.emit_all(&[
         (
             "rtc:answer",
