@@ -37,10 +37,16 @@ pub struct ReceivedEvent {
     pub payload: Value,
 }
 
+/// An instruction to the task that writes to the WebSocket.
+enum Outbound {
+    /// Messages written back to back and flushed once, so the node reads them in one go.
+    Frames(Vec<Message>),
+    Close,
+}
+
 /// A connected socket.io v2 client.
 pub struct RealtimeClient {
-    /// Frames to send; `None` closes the WebSocket.
-    frames: mpsc::UnboundedSender<Option<String>>,
+    frames: mpsc::UnboundedSender<Outbound>,
     events: Mutex<mpsc::UnboundedReceiver<ReceivedEvent>>,
     /// Events received while waiting for another one, in arrival order.
     backlog: Mutex<VecDeque<ReceivedEvent>>,
@@ -66,15 +72,30 @@ impl RealtimeClient {
             })?;
         let ping_interval =
             Duration::from_millis(handshake["pingInterval"].as_u64().unwrap_or(25_000));
+        // A socket.io v2 client emits nothing before the namespace's connect packet: the node
+        // closes a socket whose event arrives before it has connected the namespace.
+        let connected = next_text(&mut stream).await?;
+        if connected != "40" {
+            return Err(RealtimeError::Protocol(format!(
+                "expected the connect packet 40, got {connected:?}"
+            )));
+        }
 
-        let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<Option<String>>();
+        let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<Outbound>();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let closed = Arc::new(AtomicBool::new(false));
         let heartbeat = Arc::new(AtomicBool::new(true));
 
         tokio::spawn(async move {
-            while let Some(Some(frame)) = frames_rx.recv().await {
-                if sink.send(Message::text(frame)).await.is_err() {
+            while let Some(Outbound::Frames(frames)) = frames_rx.recv().await {
+                let mut failed = false;
+                for frame in frames {
+                    if sink.feed(frame).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed || sink.flush().await.is_err() {
                     break;
                 }
             }
@@ -104,7 +125,11 @@ impl RealtimeClient {
         tokio::spawn(async move {
             while !ping_closed.load(Ordering::SeqCst) {
                 tokio::time::sleep(ping_interval).await;
-                if pinging.load(Ordering::SeqCst) && pinger.send(Some("2".to_owned())).is_err() {
+                if pinging.load(Ordering::SeqCst)
+                    && pinger
+                        .send(Outbound::Frames(vec![Message::text("2")]))
+                        .is_err()
+                {
                     break;
                 }
             }
@@ -126,16 +151,39 @@ impl RealtimeClient {
         self.send_frame(frame)
     }
 
+    /// Sends events back to back in one write, as a client that does not wait for replies.
+    pub fn emit_all(&self, events: &[(&str, Value)]) -> Result<(), RealtimeError> {
+        let frames = events
+            .iter()
+            .map(|(name, payload)| format!("42{}", json!([name, payload])))
+            .collect();
+        self.send_frames(frames)
+    }
+
     /// Sends a raw engine.io frame, for malformed input.
     pub fn send_frame(&self, frame: String) -> Result<(), RealtimeError> {
+        self.send_frames(vec![frame])
+    }
+
+    /// Sends raw engine.io frames back to back in one write.
+    pub fn send_frames(&self, frames: Vec<String>) -> Result<(), RealtimeError> {
+        let messages = frames.into_iter().map(Message::text).collect();
         self.frames
-            .send(Some(frame))
+            .send(Outbound::Frames(messages))
+            .map_err(|_| RealtimeError::Closed)
+    }
+
+    /// Sends a binary WebSocket message, such as the attachment of a `45-` packet. Engine.io 3
+    /// expects the message type `4` as its first byte.
+    pub fn send_binary(&self, bytes: Vec<u8>) -> Result<(), RealtimeError> {
+        self.frames
+            .send(Outbound::Frames(vec![Message::binary(bytes)]))
             .map_err(|_| RealtimeError::Closed)
     }
 
     /// Closes the WebSocket, as a browser tab that goes away.
     pub fn close(&self) {
-        let _ = self.frames.send(None);
+        let _ = self.frames.send(Outbound::Close);
     }
 
     /// Sends a request of type `name` with a fresh `tid` added to `fields`, and waits for the

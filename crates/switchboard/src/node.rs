@@ -12,6 +12,7 @@ use media::MediaHandle;
 use metrics::Metrics;
 use room::Registry;
 use signaling::auth::TokenIssuer;
+use signaling::realtime::RealtimeHandle;
 use signaling::{AppState, EventFanout, SignalingConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -38,6 +39,9 @@ pub struct Node {
     /// Every appended event goes through it to the sinks, such as webhook delivery.
     event_fanout: Arc<EventFanout>,
     webhooks: Option<Arc<Webhooks>>,
+    /// Closes the sockets of the realtime API, which the HTTP server's graceful shutdown does
+    /// not track once upgraded to WebSocket.
+    realtime: RealtimeHandle,
     /// Signs the tokens of [`Node::admin_token`] and [`Node::user_token`], if a key is set.
     issuer: Option<TokenIssuer>,
     stop_http: Option<oneshot::Sender<()>>,
@@ -99,7 +103,7 @@ impl Node {
         if let Some(demo) = demo::router(&config, &state)? {
             app = app.merge(demo);
         }
-        let app = signaling::realtime::attach(
+        let (app, realtime) = signaling::realtime::attach(
             app,
             state.clone(),
             &event_fanout,
@@ -131,6 +135,7 @@ impl Node {
             data_dir,
             event_fanout,
             webhooks,
+            realtime,
             issuer,
             stop_http: Some(stop_http),
             http_task: Some(http_task),
@@ -211,10 +216,12 @@ impl Node {
     /// 1. Draining: `/readyz` returns 503 and new POST requests are rejected, while `/healthz`,
     ///    `/metrics` and reads still respond, for the configured drain delay.
     /// 2. The HTTP listener closes, and in-flight requests finish (up to the shutdown timeout).
-    /// 3. The media worker closes every leg, sends their DTLS close alerts and stops.
-    /// 4. The room records the legs' ends, and the media event task ends.
-    /// 5. Webhook delivery sends what is queued, the events of step 4 included, for up to the
-    ///    shutdown timeout, and drops the rest.
+    /// 3. The realtime API's sockets close, and their sessions end: their legs close and the
+    ///    members they joined leave (up to the shutdown timeout).
+    /// 4. The media worker closes every leg, sends their DTLS close alerts and stops.
+    /// 5. The room records the legs' ends, and the media event task ends.
+    /// 6. Webhook delivery sends what is queued, the events of steps 3 and 5 included, for up
+    ///    to the shutdown timeout, and drops the rest.
     ///
     /// The check for expired conversations stops first.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
@@ -244,7 +251,17 @@ impl Node {
             }
         }
 
-        info!("HTTP listener closed; closing every leg");
+        let timeout = Duration::from_millis(self.config.shutdown.timeout_ms);
+        let ending = self.realtime.close(timeout).await;
+        if ending > 0 {
+            warn!(
+                sockets = ending,
+                timeout_ms = self.config.shutdown.timeout_ms,
+                "realtime sessions did not end before the shutdown timeout"
+            );
+        }
+
+        info!("HTTP listener and realtime sockets closed; closing every leg");
         let media = self.media.clone();
         tokio::task::spawn_blocking(move || media.shutdown())
             .await

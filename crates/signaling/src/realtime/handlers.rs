@@ -107,7 +107,7 @@ impl Realtime {
             user.id.clone(),
             user.name.clone(),
             token.to_owned(),
-            connection.socket.clone(),
+            Arc::clone(&connection.outbox),
         ));
         if connection.session.set(Arc::clone(&session)).is_err() {
             return Err(RequestError::new(

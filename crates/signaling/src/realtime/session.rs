@@ -6,15 +6,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use dashmap::DashMap;
 use room::{ConversationId, LegId, MemberId, UserId};
 use serde_json::Value;
-use socketioxide::extract::SocketRef;
-use tracing::debug;
+
+use super::outbox::Outbox;
 
 /// One logged-in socket: a user, its token, and the legs and memberships it created.
 pub(crate) struct Session {
     pub(crate) id: String,
     pub(crate) user_id: UserId,
     pub(crate) user_name: String,
-    socket: SocketRef,
+    outbox: Arc<Outbox>,
     /// The token of the login, replaced by `session:update-token`. Requests run with it.
     token: Mutex<String>,
     media: Mutex<SessionMedia>,
@@ -49,13 +49,13 @@ impl Session {
         user_id: UserId,
         user_name: String,
         token: String,
-        socket: SocketRef,
+        outbox: Arc<Outbox>,
     ) -> Self {
         Session {
             id,
             user_id,
             user_name,
-            socket,
+            outbox,
             token: Mutex::new(token),
             media: Mutex::new(SessionMedia::default()),
             joined: Mutex::new(HashSet::new()),
@@ -100,16 +100,13 @@ impl Session {
         lock(&self.opened).contains(leg_id)
     }
 
-    pub(crate) fn take_joined(&self) -> Vec<(ConversationId, MemberId)> {
+    fn take_joined(&self) -> Vec<(ConversationId, MemberId)> {
         lock(&self.joined).drain().collect()
     }
 
-    /// Sends an event to the session's socket. A socket that closed meanwhile misses it, which
-    /// is what a closed socket means.
+    /// Sends an event to the session's socket (see [`Outbox::emit`]).
     pub(crate) fn emit(&self, name: &str, payload: &Value) {
-        if let Err(error) = self.socket.emit(name, payload) {
-            debug!(session = %self.id, event = name, %error, "event not sent to a closed socket");
-        }
+        self.outbox.emit(name, payload);
     }
 }
 
@@ -118,6 +115,9 @@ impl Session {
 pub(crate) struct Sessions {
     by_id: DashMap<String, Arc<Session>>,
     by_user: DashMap<UserId, HashSet<String>>,
+    /// Serializes the removals of sessions, so that two sessions of one user that end together
+    /// cannot hand their members to each other and both leave none.
+    removal: Mutex<()>,
 }
 
 impl Sessions {
@@ -129,13 +129,28 @@ impl Sessions {
         self.by_id.insert(session.id.clone(), session);
     }
 
-    pub(crate) fn remove(&self, session: &Session) {
+    /// Removes a session, and returns the members it joined that must leave now. While the
+    /// user has another live session, that session takes the members over instead, because the
+    /// user is still connected.
+    pub(crate) fn remove(&self, session: &Session) -> Vec<(ConversationId, MemberId)> {
+        let _removal = lock(&self.removal);
         self.by_id.remove(&session.id);
         if let Some(mut ids) = self.by_user.get_mut(&session.user_id) {
             ids.remove(&session.id);
         }
         self.by_user
             .remove_if(&session.user_id, |_, ids| ids.is_empty());
+
+        let joined = session.take_joined();
+        match self.of_user(&session.user_id).first() {
+            Some(heir) => {
+                for (conversation_id, member_id) in joined {
+                    heir.record_joined(conversation_id, member_id);
+                }
+                Vec::new()
+            }
+            None => joined,
+        }
     }
 
     /// Returns the live sessions of a user.
@@ -146,10 +161,6 @@ impl Sessions {
         ids.iter()
             .filter_map(|id| self.by_id.get(id).map(|session| Arc::clone(&session)))
             .collect()
-    }
-
-    pub(crate) fn has_user(&self, user_id: &UserId) -> bool {
-        self.by_user.contains_key(user_id)
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Session>> {
