@@ -74,7 +74,7 @@ pub(crate) async fn run(realtime: Arc<Realtime>, mut queue: mpsc::Receiver<Queue
 }
 
 /// Returns whether the SDK should see the event. `rtc:new` is the node's own record of a leg,
-/// and `rtc:terminate` of a downstream leg names a leg the SDK never learnt: it knows its
+/// and `rtc:terminate` of a downstream leg names a leg the SDK never learnt: it identifies its
 /// receiving connections by the publisher's leg, which `rtc:terminate` of that leg ends. The
 /// `conversation:*` events describe the conversation, which the SDK reads with
 /// `conversation:get`.

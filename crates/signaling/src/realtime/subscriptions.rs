@@ -3,7 +3,7 @@
 //! For every upstream leg a session opened with direction `both` and every other member's
 //! publisher leg in the same conversation, the node creates a downstream leg, sends its offer
 //! as `rtc:offer` and waits for `rtc:answer`. Reconciling a conversation compares what the
-//! forwarding table holds with what the sessions were offered: it makes the missing offers
+//! forwarding table contains with what the sessions were offered: it makes the missing offers
 //! and closes the downstream legs of upstream legs that ended. It runs under the
 //! conversation's media lock, so two runs never offer the same pair.
 
