@@ -216,7 +216,7 @@ impl RealtimeClient {
     /// Waits for the first event that `matches` accepts, keeping the others for later waits.
     pub async fn wait_for(
         &self,
-        what: &str,
+        description: &str,
         timeout: Duration,
         mut matches: impl FnMut(&ReceivedEvent) -> bool,
     ) -> Result<ReceivedEvent, RealtimeError> {
@@ -233,7 +233,7 @@ impl RealtimeClient {
         loop {
             let received = tokio::time::timeout_at(deadline, events.recv()).await;
             match received {
-                Err(_) => return Err(RealtimeError::Timeout(what.to_owned())),
+                Err(_) => return Err(RealtimeError::Timeout(description.to_owned())),
                 Ok(None) => return Err(RealtimeError::Closed),
                 Ok(Some(event)) if matches(&event) => return Ok(event),
                 Ok(Some(event)) => self.backlog.lock().await.push_back(event),

@@ -11,22 +11,13 @@ use switchboard::{Config, Node};
 
 mod common;
 
+use common::realtime::{QUIET, WAIT, connect, create_conversation, request, success};
 use common::{Api, fast_config};
-
-const WAIT: Duration = Duration::from_secs(10);
-/// Time within which an event that should not come would have come.
-const QUIET: Duration = Duration::from_millis(500);
 
 fn realtime_config() -> Config {
     let mut config = fast_config();
     config.realtime.login_timeout_ms = 1_500;
     config
-}
-
-async fn connect(node: &Node) -> RealtimeClient {
-    RealtimeClient::connect(node.http_address(), "/rtc")
-        .await
-        .expect("the socket connects")
 }
 
 /// Creates a user over REST and returns a logged-in socket for it with its user id.
@@ -60,21 +51,6 @@ async fn login(node: &Node, api: &Api, admin: &str, name: &str) -> (RealtimeClie
     (socket, user_id)
 }
 
-/// Sends a request and returns its reply, failing the test on a timeout.
-async fn request(socket: &RealtimeClient, name: &str, fields: Value) -> ReceivedEvent {
-    socket
-        .request(name, fields, WAIT)
-        .await
-        .unwrap_or_else(|error| panic!("{name}: {error}"))
-}
-
-/// Asserts a success reply of type `expected` and returns its body.
-#[track_caller]
-fn success(reply: &ReceivedEvent, expected: &str) -> Value {
-    assert_eq!(reply.name, expected, "{:?}", reply.payload);
-    reply.payload["body"].clone()
-}
-
 /// Asserts an error reply of type `expected` with a description and the request's `rid`.
 #[track_caller]
 fn error(reply: &ReceivedEvent, expected: &str) {
@@ -82,17 +58,6 @@ fn error(reply: &ReceivedEvent, expected: &str) {
     assert_eq!(reply.payload["type"], expected, "{:?}", reply.payload);
     let description = reply.payload["description"].as_str().unwrap_or_default();
     assert!(!description.is_empty(), "{:?}", reply.payload);
-}
-
-async fn create_conversation(socket: &RealtimeClient, name: &str) -> String {
-    let reply = request(
-        socket,
-        "new:conversation",
-        json!({ "body": { "name": name, "display_name": "Stand-up" } }),
-    )
-    .await;
-    let body = success(&reply, "new:conversation:success");
-    body["id"].as_str().expect("conversation id").to_owned()
 }
 
 async fn join(socket: &RealtimeClient, cid: &str, user_id: &str) -> String {

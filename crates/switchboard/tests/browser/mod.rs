@@ -38,6 +38,9 @@ const SCRIPT_DEADLINE: Duration = Duration::from_secs(45);
 const PAGE_SCRIPT_DEADLINE: Duration = Duration::from_secs(30);
 const CHROMEDRIVER_START_DEADLINE: Duration = Duration::from_secs(15);
 const PAGE_LOAD_DEADLINE: Duration = Duration::from_secs(30);
+/// How long the SDK's global may take to appear after the page's load event.
+const SDK_LOAD_DEADLINE: Duration = Duration::from_secs(5);
+
 /// How long a killed process may take to exit.
 const PROCESS_EXIT_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -451,14 +454,26 @@ impl Drop for Browser {
 /// Loads the node's page at `/`, which loads the SDK, and installs the helpers.
 pub async fn open_sdk_page(browser: &Browser, origin: &str) {
     browser.goto(&format!("{origin}/")).await;
-    let loaded = browser
-        .client()
-        .execute("return typeof ConversationClient;", Vec::new())
-        .await
-        .expect("check for the SDK");
+    // The page's script tag loads the SDK before the load event, but a run once found it
+    // missing right after navigation, so the check polls briefly and reports what it saw.
+    let probe = "return { sdk: typeof ConversationClient, state: document.readyState, \
+                 scripts: performance.getEntriesByType('resource').map(entry => \
+                 entry.name + ' ' + entry.responseStatus) };";
+    let deadline = Instant::now() + SDK_LOAD_DEADLINE;
+    let loaded = loop {
+        let loaded = browser
+            .client()
+            .execute(probe, Vec::new())
+            .await
+            .expect("check for the SDK");
+        if loaded["sdk"] == "function" || Instant::now() >= deadline {
+            break loaded;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(
-        loaded, "function",
-        "{}: the page at {origin}/ did not load the SDK's global ConversationClient",
+        loaded["sdk"], "function",
+        "{}: the page at {origin}/ did not load the SDK's global ConversationClient: {loaded}",
         browser.user
     );
     browser.install_helpers().await;

@@ -4,6 +4,8 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod realtime;
+
 use std::time::Duration;
 
 use serde_json::Value;
